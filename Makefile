@@ -1,0 +1,32 @@
+# Quick start: `make demo` starts the portal on the embedded defaults; `make test` runs the suite.
+# Both create the virtual environment in .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTANCE ?= .instance
+
+.PHONY: demo test lint clean
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Myna Gateway needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/idp init --instance $(INSTANCE)
+	$(BIN)/idp serve --instance $(INSTANCE)
+
+test: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/pytest
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) $(INSTANCE) .pytest_cache .coverage
