@@ -1,5 +1,6 @@
 # Quick start: `make demo` starts the portal on the embedded defaults; `make test` runs the suite.
-# Both create the virtual environment in .venv on first use.
+# Both create the virtual environment in .venv on first use. `make test` runs ruff, the import
+# contracts, mypy (strict where pyproject says) and pytest.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -21,6 +22,7 @@ demo: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: $(BIN)/.installed

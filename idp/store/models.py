@@ -1,0 +1,11 @@
+"""Every durable record, imported in one place so that ``Base.metadata`` is complete.
+
+Alembic's ``env.py`` imports this module before comparing the metadata with the database. Each
+concern declares its records on ``idp.store.database.Base`` in its own module and registers that
+module here with one import line, e.g. ``import idp.pki.records``.
+"""
+
+from __future__ import annotations
+
+import idp.oidc.records  # registered OAuth clients
+import idp.pki.records  # noqa: F401 - certificates, their sources, CRL counters and CRLs
