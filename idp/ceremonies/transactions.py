@@ -1,0 +1,254 @@
+"""Login transactions: what the browser, the phone and the portal share while the user decides.
+
+A transaction is opened by the authorization endpoint and lives in the ephemeral store with a
+TTL. Its parts are kept under separate keys so that every state change is one atomic store
+operation, never a read-modify-write:
+
+``txn:<id>``          the transaction itself (JSON), written once at creation
+``txn:<id>:scanned``  present once a phone fetched it (first writer wins, ``put_new``)
+``txn:<id>:outcome``  approved / declined / cancelled, written once (``put_new``): of a phone's
+                      approval and the browser's cancel exactly one wins
+``txn:<id>:claimed``  the browser took the approved outcome to mint its authorization code
+                      (``put_new``): a second claim fails, so one approval yields one code
+
+The status the browser and phone see is derived from which of these keys exist.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import json
+import secrets
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from idp.store.ephemeral import EphemeralStore
+
+__all__ = [
+    "AuthorizationRequest",
+    "LoginTransaction",
+    "Outcome",
+    "OutcomeKind",
+    "TransactionStatus",
+    "TransactionStore",
+    "UnknownTransaction",
+    "browser_binding",
+]
+
+VERIFICATION_CODE_DIGITS = 4
+
+
+class TransactionStatus(enum.Enum):
+    """What the login page and the phone show."""
+
+    PENDING = "pending"
+    SCANNED = "scanned"
+    APPROVED = "approved"
+    DECLINED = "declined"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    COMPLETED = "completed"
+    """Approved, and the browser has claimed the outcome (its authorization code is minted)."""
+
+
+class OutcomeKind(enum.Enum):
+    """How a transaction ended."""
+
+    APPROVED = "approved"
+    DECLINED = "declined"
+    CANCELLED = "cancelled"
+
+
+class UnknownTransaction(LookupError):
+    """No live transaction has that id: it never existed or it expired."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthorizationRequest:
+    """The validated OpenID Connect authorization request a login transaction serves."""
+
+    client_id: str
+    redirect_uri: str
+    scope: tuple[str, ...]
+    state: str | None
+    nonce: str | None
+    code_challenge: str
+    code_challenge_method: str = "S256"
+    prompt: tuple[str, ...] = ()
+    max_age: int | None = None
+    acr_values: tuple[str, ...] = ()
+    claims: dict[str, Any] | None = None
+    ui_locales: tuple[str, ...] = ()
+    requested_attributes: tuple[str, ...] = ()
+    """OIDC claim names of the identity attributes asked for (name, address, birthdate, gender),
+    from the scopes and the claims parameter; the phone shows exactly these for consent."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """The user's decision on the phone (or the browser's cancel)."""
+
+    kind: OutcomeKind
+    person_id: str | None = None
+    device_id: str | None = None
+    auth_time: datetime | None = None
+    amr: tuple[str, ...] = ()
+    acr: str | None = None
+    consented_attributes: tuple[str, ...] = ()
+    """Attributes the user approved for this RP, with a verified consent signature."""
+    signature_certificate_serial: int | None = None
+    """The smartphone signature certificate the attributes come from (portal-internal only)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoginTransaction:
+    """One pending login: the request, what both screens show, and the phone's challenge."""
+
+    id: str
+    request: AuthorizationRequest
+    rp_name: str
+    verification_code: str
+    """Shown on the login page and on the phone, so a relayed request is caught by the user."""
+    qr_secret: bytes = field(repr=False)
+    """Keys the rotating QR code's HMAC (``idp.ceremonies.qr``); never leaves the portal."""
+    same_device_token: str = field(repr=False)
+    """Carried by the same-device link instead of a QR code."""
+    browser_binding: str = field(repr=False)
+    """SHA-256 of a secret in the starting browser's cookie: only that browser may claim the code."""
+    challenge: bytes = field(repr=False)
+    """The WebAuthn challenge the phone's auth key signs."""
+    created_at: datetime
+    expires_at: datetime
+
+    def to_json(self) -> bytes:
+        """Serialise for the ephemeral store."""
+        data = asdict(self)
+        for name in ("qr_secret", "challenge"):
+            data[name] = base64.urlsafe_b64encode(data[name]).decode()
+        for name in ("created_at", "expires_at"):
+            data[name] = data[name].isoformat()
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> LoginTransaction:
+        """The inverse of ``to_json``."""
+        data = json.loads(raw)
+        request = data.pop("request")
+        for name in ("scope", "prompt", "acr_values", "ui_locales", "requested_attributes"):
+            request[name] = tuple(request[name])
+        for name in ("qr_secret", "challenge"):
+            data[name] = base64.urlsafe_b64decode(data[name])
+        for name in ("created_at", "expires_at"):
+            data[name] = datetime.fromisoformat(data[name])
+        return cls(request=AuthorizationRequest(**request), **data)
+
+
+def _outcome_to_json(outcome: Outcome) -> bytes:
+    data = asdict(outcome)
+    data["kind"] = outcome.kind.value
+    data["auth_time"] = outcome.auth_time.isoformat() if outcome.auth_time else None
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def _outcome_from_json(raw: bytes) -> Outcome:
+    data = json.loads(raw)
+    data["kind"] = OutcomeKind(data["kind"])
+    data["auth_time"] = datetime.fromisoformat(data["auth_time"]) if data["auth_time"] else None
+    data["amr"] = tuple(data["amr"])
+    data["consented_attributes"] = tuple(data["consented_attributes"])
+    return Outcome(**data)
+
+
+class TransactionStore:
+    """Opens, reads and settles login transactions in the ephemeral store."""
+
+    def __init__(self, store: EphemeralStore, *, ttl: timedelta) -> None:
+        self._store = store
+        self._ttl = ttl
+
+    def __repr__(self) -> str:
+        return f"TransactionStore(ttl={self._ttl})"
+
+    def open(
+        self,
+        *,
+        request: AuthorizationRequest,
+        rp_name: str,
+        browser_secret: str,
+        now: datetime,
+    ) -> LoginTransaction:
+        """Create a transaction for ``request``; ``browser_secret`` goes in the browser's cookie."""
+        transaction = LoginTransaction(
+            id=secrets.token_urlsafe(16),
+            request=request,
+            rp_name=rp_name,
+            verification_code=f"{secrets.randbelow(10**VERIFICATION_CODE_DIGITS):0{VERIFICATION_CODE_DIGITS}d}",
+            qr_secret=secrets.token_bytes(32),
+            same_device_token=secrets.token_urlsafe(16),
+            browser_binding=browser_binding(browser_secret),
+            challenge=secrets.token_bytes(32),
+            created_at=now.astimezone(UTC),
+            expires_at=now.astimezone(UTC) + self._ttl,
+        )
+        if not self._store.put_new(_key(transaction.id), transaction.to_json(), ttl=self._ttl):
+            raise RuntimeError("transaction id collision")  # 128 random bits: never in practice
+        return transaction
+
+    def get(self, transaction_id: str) -> LoginTransaction:
+        """The live transaction. Raises UnknownTransaction when it is absent or expired."""
+        raw = self._store.get(_key(transaction_id))
+        if raw is None:
+            raise UnknownTransaction(transaction_id)
+        return LoginTransaction.from_json(raw)
+
+    def status(self, transaction: LoginTransaction, *, now: datetime) -> TransactionStatus:
+        """Where the transaction stands, derived from its keys."""
+        if self._store.get(_key(transaction.id, "claimed")) is not None:
+            return TransactionStatus.COMPLETED
+        outcome = self.outcome(transaction)
+        if outcome is not None:
+            return TransactionStatus(outcome.kind.value)
+        if now >= transaction.expires_at:
+            return TransactionStatus.EXPIRED
+        if self._store.get(_key(transaction.id, "scanned")) is not None:
+            return TransactionStatus.SCANNED
+        return TransactionStatus.PENDING
+
+    def mark_scanned(self, transaction: LoginTransaction) -> bool:
+        """Record that a phone fetched the transaction; True for the first phone only."""
+        return self._store.put_new(_key(transaction.id, "scanned"), b"1", ttl=self._remaining(transaction))
+
+    def settle(self, transaction: LoginTransaction, outcome: Outcome) -> bool:
+        """Record the decision once. False when another decision (or a cancel) came first."""
+        return self._store.put_new(_key(transaction.id, "outcome"), _outcome_to_json(outcome),
+                                   ttl=self._remaining(transaction))
+
+    def outcome(self, transaction: LoginTransaction) -> Outcome | None:
+        """The decision, when there is one."""
+        raw = self._store.get(_key(transaction.id, "outcome"))
+        return None if raw is None else _outcome_from_json(raw)
+
+    def claim(self, transaction: LoginTransaction) -> Outcome | None:
+        """Take an approved outcome for the browser, once: None when not approved or already claimed."""
+        outcome = self.outcome(transaction)
+        if outcome is None or outcome.kind is not OutcomeKind.APPROVED:
+            return None
+        if not self._store.put_new(_key(transaction.id, "claimed"), b"1", ttl=self._remaining(transaction)):
+            return None
+        return outcome
+
+    def _remaining(self, transaction: LoginTransaction) -> timedelta:  # noqa: ARG002 - one rule for every part
+        """How long a transaction's parts live: as long as the transaction itself was given."""
+        return self._ttl
+
+
+def browser_binding(browser_secret: str) -> str:
+    """What the transaction stores of the browser's secret: its SHA-256, base64url."""
+    return base64.urlsafe_b64encode(hashlib.sha256(browser_secret.encode()).digest()).rstrip(b"=").decode()
+
+
+def _key(transaction_id: str, part: str | None = None) -> str:
+    return f"txn:{transaction_id}" if part is None else f"txn:{transaction_id}:{part}"
