@@ -62,10 +62,10 @@ def unseal_key(pem: bytes, passphrase: bytes) -> rsa.RSAPrivateKey | ec.Elliptic
     Raises WrongPassphrase when ``passphrase`` does not decrypt it, and CorruptState when the PEM
     is not an encrypted RSA or EC key.
     """
-    if b"-----BEGIN ENCRYPTED PRIVATE KEY-----" not in pem:
-        raise CorruptState("the stored key is not an encrypted PKCS#8 key")
     try:
         key = serialization.load_pem_private_key(pem, password=passphrase)
+    except TypeError as exc:  # cryptography's word for "this key is not encrypted"
+        raise CorruptState("the stored key is not an encrypted PKCS#8 key") from exc
     except ValueError as exc:
         raise WrongPassphrase("the passphrase does not decrypt the stored private key") from exc
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
