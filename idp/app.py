@@ -6,12 +6,22 @@ Nothing runs at import time; each test builds its own app with its own settings.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from flask import Flask
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from idp.ceremonies.approval import ApprovalService, ApprovalSettings
+from idp.ceremonies.device_api import PREFIX as DEVICE_PREFIX
+from idp.ceremonies.device_api import create_blueprint as create_device_blueprint
+from idp.ceremonies.device_transactions import APPROVAL_EXTENSION
+from idp.ceremonies.device_transactions import create_blueprint as create_transactions_blueprint
+from idp.ceremonies.devices import SqlDeviceDirectory
+from idp.ceremonies.enrollment_service import EnrollmentService
 from idp.clock import Clock, SystemClock
+from idp.oidc.http import register_oidc
+from idp.oidc.provider import OidcProvider
 from idp.pki.http import create_blueprint as create_pki_blueprint
 from idp.pki.service import PortalPki
 from idp.settings import Settings
@@ -34,6 +44,8 @@ class Services:
     sessions: sessionmaker[Session]
     ephemeral: EphemeralStore
     pki: PortalPki
+    oidc: OidcProvider
+    """The OpenID Connect provider: clients, keys, transactions, codes, tokens, grants."""
 
 
 def services(app: Flask) -> Services:
@@ -50,14 +62,33 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Flask:
     sessions = make_session_factory(engine)
     shared_clock = clock or SystemClock()
     pki = PortalPki(settings=settings, sessions=sessions, clock=shared_clock)
+    ephemeral = open_ephemeral_store(settings.redis_url, clock=clock)
+    oidc = OidcProvider(settings=settings, clock=shared_clock, sessions=sessions, ephemeral=ephemeral)
     app.extensions[EXTENSION] = Services(
         settings=settings,
         clock=shared_clock,
         engine=engine,
         sessions=sessions,
-        ephemeral=open_ephemeral_store(settings.redis_url, clock=clock),
+        ephemeral=ephemeral,
         pki=pki,
+        oidc=oidc,
     )
     app.register_blueprint(create_pki_blueprint(pki), url_prefix="/pki")
     serve_problems(app, "/pki")
+    register_oidc(app, oidc)
+    enrollments = EnrollmentService(
+        settings=settings, sessions=sessions, ephemeral=services(app).ephemeral, pki=pki, clock=shared_clock,
+    )
+    app.register_blueprint(create_device_blueprint(enrollments), url_prefix=DEVICE_PREFIX)
+    app.extensions[APPROVAL_EXTENSION] = ApprovalService(
+        transactions=oidc.transactions,
+        devices=SqlDeviceDirectory(sessions),
+        settings=ApprovalSettings(
+            rp_id=urlsplit(settings.issuer).hostname or "", origin=settings.issuer,
+            qr_period=settings.login.qr_rotation, qr_max_age=settings.login.qr_max_age,
+        ),
+        clock=shared_clock,
+    )
+    app.register_blueprint(create_transactions_blueprint())
+    serve_problems(app, DEVICE_PREFIX)
     return app

@@ -58,6 +58,7 @@ def main() -> None:
 @_instance_option
 def init(config: Path | None, instance: Path | None) -> None:
     """Create the instance: database schema, CA keys and certificates. Idempotent."""
+    from idp.oidc.keys import init_signing_keys  # noqa: PLC0415 - keep `idp --help` fast
     from idp.pki.service import init_pki  # noqa: PLC0415 - keep `idp --help` fast
     from idp.store.database import make_engine, upgrade  # noqa: PLC0415
 
@@ -70,6 +71,7 @@ def init(config: Path | None, instance: Path | None) -> None:
         upgrade(engine)
     finally:
         engine.dispose()
+    init_signing_keys(settings.instance)  # the OIDC token-signing keys and the pairwise secret
     created = init_pki(settings.instance, issuer_url=settings.issuer, now=SystemClock().now())
     click.echo(f"instance {settings.instance}: database up to date; "
                f"{'created the portal CAs' if created else 'CAs already present'}")
@@ -303,3 +305,58 @@ def clients_remove(config: Path | None, instance: Path | None, client_id: str) -
     if not removed:
         raise click.ClickException(f"no client {client_id!r} is registered")
     click.echo(f"removed client {client_id}")
+
+
+# --- idp pki: J-LIS revocation information ----------------------------------------------------
+
+
+@main.group()
+def pki() -> None:
+    """The portal's view of other PKIs: the J-LIS CRLs that card certificates are checked against."""
+
+
+@pki.command("sync-revocations")
+@_config_option
+@_instance_option
+def pki_sync_revocations(config: Path | None, instance: Path | None) -> None:
+    """Fetch, verify and store the CRLs of the configured J-LIS CAs, then revoke the smartphone
+    certificates issued from any revoked card certificate; exit 1 if a CRL could not be stored."""
+    from idp.ceremonies.card_revocations import revoke_phones_of_revoked_cards  # noqa: PLC0415
+    from idp.ceremonies.enrollment_service import load_certificates  # noqa: PLC0415 - keep `idp --help` fast
+    from idp.ceremonies.revocation_cache import HttpRevocationFetcher, JlisRevocationCache  # noqa: PLC0415
+    from idp.pki.service import PortalPki  # noqa: PLC0415
+
+    settings = _settings(config, instance)
+    try:
+        authorities = load_certificates((*settings.pki.jlis_roots, *settings.pki.jlis_intermediates))
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(
+            f"cannot read the J-LIS certificates (pki.jlis_roots, pki.jlis_intermediates): {exc}",
+        ) from exc
+    if not authorities:
+        raise click.ClickException("no J-LIS certificate is configured: set pki.jlis_roots and pki.jlis_intermediates")
+    with _initialised_database(settings) as sessions:
+        cache = JlisRevocationCache(
+            sessions,
+            authorities=authorities,
+            extra_crl_urls=settings.pki.jlis_crl_urls,
+            fetcher=HttpRevocationFetcher(timeout=settings.pki.jlis_fetch_timeout),
+        )
+        outcomes = cache.sync(now=SystemClock().now())
+        cascaded = revoke_phones_of_revoked_cards(
+            crls=cache.crls(), pki=PortalPki(settings=settings, sessions=sessions, clock=SystemClock()),
+        )
+    if not outcomes:
+        raise click.ClickException("the configured J-LIS certificates name no CRL: set pki.jlis_crl_urls")
+    failed = [outcome for outcome in outcomes if outcome.refused is not None]
+    for outcome in outcomes:
+        if outcome.refused is not None:
+            click.echo(f"refused {outcome.url}: {outcome.refused} ({outcome.refused.reason.value})", err=True)
+            continue
+        state = "stored" if outcome.stored else "unchanged"
+        next_update = outcome.next_update.isoformat() if outcome.next_update else "?"
+        click.echo(f"{state} {outcome.url}: CRL number {outcome.number} from {outcome.issuer}, "
+                   f"next update {next_update}")
+    click.echo(f"revoked {len(cascaded)} smartphone certificates issued from revoked card certificates")
+    if failed:
+        raise click.ClickException(f"{len(failed)} of {len(outcomes)} CRLs could not be stored")

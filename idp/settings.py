@@ -29,6 +29,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = [
+    "DeviceSettings",
+    "LoginSettings",
+    "OidcSettings",
     "PkiSettings",
     "Settings",
     "SettingsError",
@@ -63,6 +66,64 @@ class PkiSettings:
     attestation_roots: tuple[Path, ...] = ()
     """PEM files of the SE vendor attestation roots the portal trusts; no other attestation is accepted."""
 
+    jlis_intermediates: tuple[Path, ...] = ()
+    """PEM files of the J-LIS issuing CA certificates (user authentication, digital signature) that
+    card certificates are issued by. The portal builds card certificate paths from these, never
+    from certificates a phone sends."""
+
+    jlis_crl_urls: tuple[str, ...] = ()
+    """CRLs that ``idp pki sync-revocations`` fetches besides the CRL distribution points named in
+    the J-LIS CA certificates: the issuing CAs' own CRLs, which list card certificates."""
+
+    jlis_fetch_timeout: timedelta = timedelta(seconds=3)
+    """How long one J-LIS CRL download or OCSP query may take; an unreachable OCSP responder at
+    enrollment falls back to the cached CRLs."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceSettings:
+    """The device API that the phone app speaks (``/device/v1``)."""
+
+    enrollment_ttl: timedelta = timedelta(minutes=5)
+    """How long a started enrollment waits for the phone to complete it; it is used once."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class OidcSettings:
+    """The OpenID Connect provider: lifetimes of what it issues."""
+
+    code_ttl: timedelta = timedelta(seconds=60)
+    """How long an authorization code may be redeemed; RFC 9700 §4.2.1 wants it short-lived."""
+
+    access_token_ttl: timedelta = timedelta(minutes=10)
+    """How long an access token (opaque, kept in the ephemeral store) opens userinfo."""
+
+    refresh_token_ttl: timedelta = timedelta(days=30)
+    """How long a refresh token lives; each use rotates it to a new one with a fresh lifetime."""
+
+    id_token_lifetime: timedelta = timedelta(minutes=10)
+    """The ID token's exp is this long after its iat."""
+
+    request_uri_ttl: timedelta = timedelta(seconds=60)
+    """How long a pushed authorization request's request_uri may be used (RFC 9126 §2.2)."""
+
+    client_assertion_max_age: timedelta = timedelta(minutes=5)
+    """How long a private_key_jwt assertion's jti is remembered to refuse its replay (RFC 7523 §3)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoginSettings:
+    """The login page and its transaction."""
+
+    transaction_ttl: timedelta = timedelta(seconds=300)
+    """How long the user has to approve a login on the phone before the page shows it expired."""
+
+    qr_rotation: timedelta = timedelta(seconds=1)
+    """How often the login QR changes; a photographed code is stale a second later."""
+
+    qr_max_age: timedelta = timedelta(seconds=3)
+    """How old a scanned QR code may be when the phone presents it: rotation plus network delay."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
@@ -86,6 +147,15 @@ class Settings:
 
     pki: PkiSettings = field(default_factory=PkiSettings)
     """Certificate authorities and trust."""
+
+    device: DeviceSettings = field(default_factory=DeviceSettings)
+    """The device API."""
+
+    oidc: OidcSettings = field(default_factory=OidcSettings)
+    """The OpenID Connect provider."""
+
+    login: LoginSettings = field(default_factory=LoginSettings)
+    """The login page and its transaction."""
 
     @property
     def effective_database_url(self) -> str:

@@ -12,6 +12,7 @@ Layout of a state directory (every private key is PKCS#8 PEM encrypted with
     vendors/<name>/vendor.json      root and batch attestation identity (keys encrypted inline)
     vendors/<name>/root.crt         the attestation root, for the portal's trust configuration
     phones/<name>/phone.json        the SE: credentials (keys encrypted inline), counters, switch
+    phones/<name>/enrollment.json   the portal, device id and smartphone certificates (PEM), once enrolled
 
 A new J-LIS, card, vendor or phone is built in a temporary directory and renamed into place;
 a file that changes (PIN counters, SE counters) is replaced atomically. So a failed command
@@ -293,6 +294,18 @@ class State:
         passphrase = self._require_passphrase()
         vendor = self.phone_vendor(name)
         self._write_json(self.phone_dir(name) / "phone.json", self._phone_record(vendor, element, passphrase))
+
+    def save_enrollment(self, name: str, enrollment: Mapping[str, Any]) -> None:
+        """Record what the portal returned when the phone enrolled (``phones/<name>/enrollment.json``)."""
+        path = self._existing(self.phone_dir(name), f"no phone called {name!r} in {self.root}")
+        self._write_json(path / "enrollment.json", {"format": _FORMAT, "enrollment": dict(enrollment)})
+
+    def load_enrollment(self, name: str) -> Mapping[str, Any] | None:
+        """What ``save_enrollment`` recorded, or None for a phone that never enrolled."""
+        path = self._existing(self.phone_dir(name), f"no phone called {name!r} in {self.root}")
+        if not (path / "enrollment.json").is_file():
+            return None
+        return self._section(path / "enrollment.json", "enrollment")
 
     # -- helpers -------------------------------------------------------------------------------
 

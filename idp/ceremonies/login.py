@@ -48,6 +48,8 @@ class Reason(enum.Enum):
     """Why a login assertion was refused; logged, never sent to the phone beyond its class."""
 
     MALFORMED = "malformed"
+    UNKNOWN_CREDENTIAL = "unknown_credential"
+    """No active device has this credential (never enrolled, or revoked)."""
     WRONG_TYPE = "wrong_type"
     CHALLENGE_MISMATCH = "challenge_mismatch"
     ORIGIN_MISMATCH = "origin_mismatch"

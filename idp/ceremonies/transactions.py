@@ -28,6 +28,7 @@ from typing import Any
 from idp.store.ephemeral import EphemeralStore
 
 __all__ = [
+    "ACR_SMARTPHONE_SE",
     "AuthorizationRequest",
     "LoginTransaction",
     "Outcome",
@@ -39,6 +40,9 @@ __all__ = [
 ]
 
 VERIFICATION_CODE_DIGITS = 4
+ACR_SMARTPHONE_SE = "urn:myna-gateway:acr:smartphone-se"
+"""The authentication context a login here reaches: a signature by a smartphone SE key, after
+biometric user verification, whose JPKI-derived certificate is valid and not revoked."""
 
 
 class TransactionStatus(enum.Enum):

@@ -7,5 +7,7 @@ module here with one import line, e.g. ``import idp.pki.records``.
 
 from __future__ import annotations
 
+import idp.ceremonies.records  # persons, their card certificates, devices, fetched J-LIS CRLs
+import idp.oidc.grants_records  # OIDC grants, refresh tokens (hashed), attribute consents
 import idp.oidc.records  # registered OAuth clients
 import idp.pki.records  # noqa: F401 - certificates, their sources, CRL counters and CRLs

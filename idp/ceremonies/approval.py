@@ -1,0 +1,191 @@
+"""The phone's side of a login transaction: look it up, approve it, or decline it.
+
+The phone finds the transaction from the rotating QR code it scanned (or the same-device link),
+shows the RP's name, the verification code and the attributes asked for, and answers with a
+WebAuthn assertion by its authentication key (plus, for attributes, a consent signature by its
+signature key). Only ``verify_login`` decides whether an approval counts; this service loads
+what it needs and records its verdict, each write a single atomic step.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from idp.ceremonies.devices import SqlDeviceDirectory
+from idp.ceremonies.login import LoginRejected, Reason, verify_login
+from idp.ceremonies.qr import QrRejected, read_qr_payload, verify_qr
+from idp.ceremonies.transactions import (
+    ACR_SMARTPHONE_SE,
+    LoginTransaction,
+    Outcome,
+    OutcomeKind,
+    TransactionStatus,
+    TransactionStore,
+)
+from idp.clock import Clock
+
+__all__ = [
+    "AMR",
+    "ApprovalService",
+    "ApprovalSettings",
+    "AssertionReplayed",
+    "TransactionClosed",
+]
+
+log = logging.getLogger("idp.ceremonies")
+
+AMR = ("hwk", "user", "mfa")
+"""RFC 8176: a hardware-held key, user presence and verification (biometrics) — two factors."""
+_OPEN = frozenset({TransactionStatus.PENDING, TransactionStatus.SCANNED})
+
+
+class TransactionClosed(Exception):
+    """The transaction was already decided, cancelled or expired."""
+
+    def __init__(self, status: TransactionStatus) -> None:
+        super().__init__(status.value)
+        self.status = status
+
+
+class AssertionReplayed(Exception):
+    """The assertion's counter was already used: the same approval was sent twice."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalSettings:
+    """Where the phone's WebAuthn assertions are bound, and how old a scanned QR may be."""
+
+    rp_id: str
+    origin: str
+    qr_period: timedelta
+    qr_max_age: timedelta
+
+
+class ApprovalService:
+    """Lookup, approval and decline of login transactions by a phone."""
+
+    def __init__(
+        self,
+        *,
+        transactions: TransactionStore,
+        devices: SqlDeviceDirectory,
+        settings: ApprovalSettings,
+        clock: Clock,
+    ) -> None:
+        self._transactions = transactions
+        self._devices = devices
+        self._settings = settings
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"ApprovalService(rp_id={self._settings.rp_id!r})"
+
+    @property
+    def settings(self) -> ApprovalSettings:
+        """The binding of assertions (RP ID, origin) and the QR's freshness."""
+        return self._settings
+
+    def from_qr(self, payload: str) -> LoginTransaction:
+        """The open transaction a scanned QR code names.
+
+        Raises QrRejected, UnknownTransaction or TransactionClosed.
+        """
+        scanned = read_qr_payload(payload)
+        transaction = self._transactions.get(scanned.transaction_id)
+        verify_qr(scanned, secret=transaction.qr_secret, now=self._clock.now(),
+                  period=self._settings.qr_period, max_age=self._settings.qr_max_age)
+        return self._open(transaction)
+
+    def from_link(self, transaction_id: str, token: str) -> LoginTransaction:
+        """The open transaction a same-device link names.
+
+        Raises QrRejected, UnknownTransaction or TransactionClosed.
+        """
+        transaction = self._transactions.get(transaction_id)
+        if not hmac.compare_digest(token.encode(), transaction.same_device_token.encode()):
+            raise QrRejected("the link was not made for this transaction")
+        return self._open(transaction)
+
+    def approve(
+        self,
+        transaction_id: str,
+        *,
+        assertion: dict[str, Any],
+        consent_signature: bytes | None,
+    ) -> Outcome:
+        """Verify the phone's approval and settle the transaction as approved.
+
+        Raises UnknownTransaction, TransactionClosed, LoginRejected (with its reason; an unknown
+        or revoked device is BAD_SIGNATURE to the phone, as no enrolled key made it), or
+        AssertionReplayed.
+        """
+        transaction = self._transactions.get(transaction_id)
+        self._require_open(transaction)
+        device = self._devices.credential(
+            _credential_id(assertion), with_signature_certificate=bool(transaction.request.requested_attributes),
+        )
+        if device is None:
+            raise _rejected(transaction, Reason.UNKNOWN_CREDENTIAL)
+        now = self._clock.now()
+        try:
+            verified = verify_login(transaction=transaction, assertion=assertion, device=device,
+                                    consent_signature=consent_signature, rp_id=self._settings.rp_id,
+                                    origin=self._settings.origin, now=now)
+        except LoginRejected as rejected:
+            raise _rejected(transaction, rejected.reason) from rejected
+        if not self._devices.advance_sign_count(verified.device_id, verified.new_sign_count):
+            raise AssertionReplayed(transaction.id)
+        outcome = Outcome(
+            kind=OutcomeKind.APPROVED,
+            person_id=verified.person_id,
+            device_id=verified.device_id,
+            auth_time=verified.authenticated_at,
+            amr=AMR,
+            acr=ACR_SMARTPHONE_SE,
+            consented_attributes=verified.consented_attributes,
+            signature_certificate_serial=verified.signature_certificate_serial,
+        )
+        if not self._transactions.settle(transaction, outcome):
+            raise TransactionClosed(self._transactions.status(transaction, now=now))
+        log.info("login.approved transaction=%s device=%s", transaction.id, verified.device_id)
+        return outcome
+
+    def decline(self, transaction_id: str) -> None:
+        """The user said no on the phone. Raises UnknownTransaction or TransactionClosed."""
+        transaction = self._transactions.get(transaction_id)
+        self._require_open(transaction)
+        if not self._transactions.settle(transaction, Outcome(kind=OutcomeKind.DECLINED)):
+            raise TransactionClosed(self._transactions.status(transaction, now=self._clock.now()))
+        log.info("login.declined transaction=%s", transaction.id)
+
+    def _open(self, transaction: LoginTransaction) -> LoginTransaction:
+        self._require_open(transaction)
+        self._transactions.mark_scanned(transaction)
+        return transaction
+
+    def _require_open(self, transaction: LoginTransaction) -> None:
+        status = self._transactions.status(transaction, now=self._clock.now())
+        if status not in _OPEN:
+            raise TransactionClosed(status)
+
+
+def _credential_id(assertion: dict[str, Any]) -> bytes:
+    raw = assertion.get("rawId") if isinstance(assertion, dict) else None
+    if not isinstance(raw, str):
+        raise LoginRejected(Reason.MALFORMED)
+    try:
+        return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+    except ValueError as exc:
+        raise LoginRejected(Reason.MALFORMED) from exc
+
+
+def _rejected(transaction: LoginTransaction, reason: Reason) -> LoginRejected:
+    """Log the private reason once, as a structured event, and return the error to raise."""
+    log.warning("login.rejected reason=%s transaction=%s", reason.value, transaction.id)
+    return LoginRejected(reason)
+

@@ -1,0 +1,206 @@
+"""Grants, rotating refresh tokens and attribute consents in the durable store (RFC 9700 §4.14).
+
+A grant is created when an authorization code is redeemed. Its refresh tokens are stored under
+their SHA-256 and rotated on every use: ``rotate`` marks the presented token used with one
+conditional UPDATE, so of two concurrent uses one wins; presenting a rotated token again is
+reuse, and revokes the whole grant ("refresh token family"), since either the client or an
+attacker holds a stolen copy (RFC 9700 §4.14.2).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from idp.oidc.codes import IssuedCode
+from idp.oidc.grants_records import Consent, Grant, RefreshToken
+
+__all__ = ["ConsentService", "GrantInfo", "GrantService", "RefreshRejected"]
+
+REFRESH_TOKEN_BYTES = 32
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GrantInfo:
+    """A live grant as the token and userinfo endpoints see it."""
+
+    grant_id: str
+    client_id: str
+    person_id: str
+    scope: tuple[str, ...]
+    auth_time: datetime
+    amr: tuple[str, ...]
+    acr: str | None
+    sid: str
+
+    # Authlib's TokenMixin, for the refresh-token grant
+    def check_client(self, client: object) -> bool:
+        """Whether ``client`` is the grant's client."""
+        return getattr(client, "client_id", None) == self.client_id
+
+    def get_scope(self) -> str:
+        """The granted scope, space-separated."""
+        return " ".join(self.scope)
+
+
+class RefreshRejected(enum.Enum):
+    """Why a refresh token was refused."""
+
+    UNKNOWN = "unknown"
+    """Never issued, expired, revoked, or another client's."""
+    REUSED = "reused"
+    """Rotated before: the grant is now revoked."""
+
+
+def _info(row: Grant) -> GrantInfo:
+    return GrantInfo(
+        grant_id=row.grant_id, client_id=row.client_id, person_id=row.person_id, scope=tuple(row.scope),
+        auth_time=row.auth_time, amr=tuple(row.amr), acr=row.acr, sid=row.sid,
+    )
+
+
+class GrantService:
+    """Creates grants, issues and rotates their refresh tokens, revokes them."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        refresh_token_ttl: timedelta,
+        on_revoke: Callable[[str], None] = lambda _grant_id: None,
+    ) -> None:
+        """``on_revoke(grant_id)`` runs when a grant is revoked: access tokens live elsewhere."""
+        self._sessions = sessions
+        self._ttl = refresh_token_ttl
+        self._on_revoke = on_revoke
+
+    def __repr__(self) -> str:
+        return f"GrantService(refresh_token_ttl={self._ttl})"
+
+    def create(self, issued: IssuedCode, *, refresh_token: str | None, now: datetime) -> GrantInfo:
+        """Record the grant a redeemed code made, with its first refresh token (stored hashed)."""
+        row = Grant(
+            grant_id=issued.grant_id, client_id=issued.request.client_id, person_id=issued.person_id,
+            scope=list(issued.request.scope), claims=issued.request.claims, auth_time=issued.auth_time,
+            amr=list(issued.amr), acr=issued.acr, consented_attributes=list(issued.consented_attributes),
+            signature_certificate_serial=(
+                None if issued.signature_certificate_serial is None else str(issued.signature_certificate_serial)
+            ),
+            sid=issued.sid, created_at=now, revoked_at=None,
+        )
+        with self._sessions.begin() as session:
+            session.add(row)
+            session.flush()
+            if refresh_token is not None:
+                session.add(self._token_row(refresh_token, row.grant_id, now))
+        return _info(row)
+
+    def add_refresh_token(self, grant_id: str, refresh_token: str, *, now: datetime) -> None:
+        """Store the successor of a rotated refresh token."""
+        with self._sessions.begin() as session:
+            session.add(self._token_row(refresh_token, grant_id, now))
+
+    def rotate(self, refresh_token: str, *, client_id: str, now: datetime) -> GrantInfo | RefreshRejected:
+        """Use ``refresh_token`` once: its grant, or why not. Reuse revokes the grant."""
+        digest = _digest(refresh_token)
+        with self._sessions.begin() as session:
+            used = session.execute(
+                update(RefreshToken)
+                .where(RefreshToken.token_sha256 == digest, RefreshToken.rotated_at.is_(None))
+                .values(rotated_at=now)
+                .returning(RefreshToken.grant_id, RefreshToken.expires_at),
+            ).first()
+            if used is None:
+                known = session.scalar(select(RefreshToken.grant_id).where(RefreshToken.token_sha256 == digest))
+                if known is None:
+                    return RefreshRejected.UNKNOWN
+                self._revoke(session, known, now)
+                self._on_revoke(known)
+                return RefreshRejected.REUSED
+            grant = session.get(Grant, used.grant_id)
+            if grant is None or grant.revoked_at is not None or used.expires_at <= now or grant.client_id != client_id:
+                return RefreshRejected.UNKNOWN
+            return _info(grant)
+
+    def revoke(self, grant_id: str, *, now: datetime) -> bool:
+        """Revoke the grant and every refresh token of it; False when it was unknown or revoked."""
+        with self._sessions.begin() as session:
+            return self._revoke(session, grant_id, now)
+
+    def grant(self, grant_id: str) -> Grant | None:
+        """The grant's record (for userinfo: claims request, consent, certificate serial)."""
+        with self._sessions.begin() as session:
+            return session.get(Grant, grant_id)
+
+    def _revoke(self, session: Session, grant_id: str, now: datetime) -> bool:
+        revoked = session.execute(
+            update(Grant).where(Grant.grant_id == grant_id, Grant.revoked_at.is_(None))
+            .values(revoked_at=now).returning(Grant.grant_id),
+        ).first()
+        session.execute(
+            update(RefreshToken).where(RefreshToken.grant_id == grant_id, RefreshToken.rotated_at.is_(None))
+            .values(rotated_at=now),
+        )
+        return revoked is not None
+
+    def _token_row(self, refresh_token: str, grant_id: str, now: datetime) -> RefreshToken:
+        return RefreshToken(
+            token_sha256=_digest(refresh_token), grant_id=grant_id, issued_at=now,
+            expires_at=now + self._ttl, rotated_at=None,
+        )
+
+
+def new_refresh_token() -> str:
+    """256 random bits, URL-safe."""
+    return secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
+
+
+class ConsentService:
+    """The attributes each person approved for each client; remembered, and revocable."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def __repr__(self) -> str:
+        return "ConsentService()"
+
+    def record(self, *, person_id: str, client_id: str, attributes: tuple[str, ...], now: datetime) -> None:
+        """Remember that the person approved ``attributes`` for the client (with the signature key)."""
+        with self._sessions.begin() as session:
+            session.add(Consent(
+                consent_id=secrets.token_urlsafe(24), person_id=person_id, client_id=client_id,
+                attributes=list(attributes), granted_at=now, revoked_at=None,
+            ))
+
+    def granted(self, *, person_id: str, client_id: str) -> frozenset[str]:
+        """Every attribute the person has approved for the client and not revoked."""
+        with self._sessions.begin() as session:
+            rows = session.scalars(select(Consent.attributes).where(
+                Consent.person_id == person_id, Consent.client_id == client_id, Consent.revoked_at.is_(None),
+            )).all()
+        return frozenset(name for attributes in rows for name in attributes)
+
+    def revoke(self, *, person_id: str, client_id: str, now: datetime) -> int:
+        """Withdraw every consent of the person for the client; how many were withdrawn.
+
+        Attributes are released at userinfo only while a consent stands, so this takes effect
+        at the client's next userinfo call.
+        """
+        with self._sessions.begin() as session:
+            result = session.execute(
+                update(Consent).where(
+                    Consent.person_id == person_id, Consent.client_id == client_id, Consent.revoked_at.is_(None),
+                ).values(revoked_at=now).returning(Consent.consent_id),
+            )
+            return len(result.all())

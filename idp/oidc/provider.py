@@ -1,0 +1,137 @@
+"""The OpenID Connect provider's services, built once per application from the settings.
+
+``OidcProvider`` holds what the endpoints share (client registry, signing keys, the stores of
+transactions, codes, pushed requests, access tokens, grants and consents) and the few steps
+that span them: finishing a login into an authorization code, revoking a grant everywhere, and
+reading the identity claims a grant may release.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from functools import cached_property
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from idp.ceremonies.transactions import LoginTransaction, Outcome, TransactionStore
+from idp.clock import Clock
+from idp.oidc.access_tokens import AccessTokenStore
+from idp.oidc.claims import identity_claims, requested_claims
+from idp.oidc.clients import ClientInfo, ClientRegistry
+from idp.oidc.codes import CodeStore, IssuedCode
+from idp.oidc.grants import ConsentService, GrantService
+from idp.oidc.keys import KeyStore
+from idp.oidc.pairwise import pairwise_subject
+from idp.oidc.par import PushedRequests
+from idp.pki.attributes import MalformedAttributes
+from idp.pki.records import SqlCertificateRegistry
+from idp.pki.service import SMARTPHONE_CA_NAME
+from idp.settings import Settings
+from idp.store.ephemeral import EphemeralStore
+
+__all__ = ["ENDPOINTS", "OidcProvider"]
+
+logger = logging.getLogger("idp.oidc")
+
+ENDPOINTS = {
+    "authorization_endpoint": "/authorize",
+    "token_endpoint": "/token",
+    "userinfo_endpoint": "/userinfo",
+    "jwks_uri": "/jwks",
+    "pushed_authorization_request_endpoint": "/par",
+}
+"""Paths of the provider's endpoints under the issuer."""
+
+
+class OidcProvider:
+    """Everything the OIDC endpoints share. One per application."""
+
+    def __init__(
+        self, *, settings: Settings, clock: Clock, sessions: sessionmaker[Session], ephemeral: EphemeralStore,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.issuer = settings.issuer
+        self.clients = ClientRegistry(sessions)
+        self.transactions = TransactionStore(ephemeral, ttl=settings.login.transaction_ttl)
+        self.access_tokens = AccessTokenStore(ephemeral, ttl=settings.oidc.access_token_ttl)
+        self.codes = CodeStore(ephemeral, ttl=settings.oidc.code_ttl, replay_window=settings.oidc.refresh_token_ttl)
+        self.pushed = PushedRequests(ephemeral, ttl=settings.oidc.request_uri_ttl)
+        self.grants = GrantService(
+            sessions, refresh_token_ttl=settings.oidc.refresh_token_ttl, on_revoke=self.access_tokens.revoke_grant,
+        )
+        self.consents = ConsentService(sessions)
+        self.ephemeral = ephemeral
+        self._certificates = SqlCertificateRegistry(sessions, SMARTPHONE_CA_NAME)
+
+    def __repr__(self) -> str:
+        return f"OidcProvider(issuer={self.issuer!r})"
+
+    @cached_property
+    def keys(self) -> KeyStore:
+        """The signing keys, read on first use: an app built on an instance that ``idp init`` has
+        not given keys yet (an older instance, a PKI-only test) still serves everything else.
+        Raises SigningKeysMissing then."""
+        return KeyStore(self.settings.instance)
+
+    def url(self, endpoint: str) -> str:
+        """The absolute URL of ``endpoint`` (a key of ``ENDPOINTS``)."""
+        return self.issuer + ENDPOINTS[endpoint]
+
+    def subject(self, client: ClientInfo | str, person_id: str) -> str:
+        """The pairwise ``sub`` of the person for the client's sector (OIDC Core §8.1)."""
+        info = self.clients.get(client) if isinstance(client, str) else client
+        if info is None:
+            raise LookupError("the client is no longer registered")
+        return pairwise_subject(secret=self.keys.pairwise_secret, sector=info.sector, person_id=person_id)
+
+    def finish_login(self, transaction: LoginTransaction, outcome: Outcome) -> str:
+        """Mint the authorization code for an approved, claimed outcome; remember its consent."""
+        if outcome.person_id is None or outcome.auth_time is None:
+            raise ValueError("an approved outcome names the person and the time of approval")
+        request = transaction.request
+        consented = tuple(name for name in outcome.consented_attributes if name in request.requested_attributes)
+        if consented:
+            self.consents.record(
+                person_id=outcome.person_id, client_id=request.client_id, attributes=consented, now=self.clock.now(),
+            )
+        return self.codes.mint(IssuedCode(
+            request=request,
+            person_id=outcome.person_id,
+            auth_time=outcome.auth_time,
+            amr=outcome.amr,
+            acr=outcome.acr,
+            consented_attributes=consented,
+            signature_certificate_serial=outcome.signature_certificate_serial,
+            sid=secrets.token_urlsafe(16),
+        ))
+
+    def revoke_grant(self, grant_id: str) -> None:
+        """Revoke a grant's refresh tokens and access tokens (a replayed code, a reused token)."""
+        self.access_tokens.revoke_grant(grant_id)
+        self.grants.revoke(grant_id, now=self.clock.now())
+
+    def released_claims(self, grant_id: str, *, location: str) -> dict[str, Any]:
+        """The identity claims grant ``grant_id`` may release at ``location`` now.
+
+        Only attributes that were asked for, approved on the phone for this grant, and whose
+        consent still stands; read from the signature certificate the approval named.
+        """
+        grant = self.grants.grant(grant_id)
+        if grant is None or grant.signature_certificate_serial is None:
+            return {}
+        wanted = requested_claims(scope=grant.scope, claims=grant.claims, location=location)
+        release = wanted & set(grant.consented_attributes)
+        if not release:
+            return {}
+        release &= self.consents.granted(person_id=grant.person_id, client_id=grant.client_id)
+        certificate = self._certificates.certificate(int(grant.signature_certificate_serial))
+        if certificate is None or not release:
+            return {}
+        try:
+            return identity_claims(certificate=certificate, release=release, verified_at=grant.auth_time)
+        except MalformedAttributes:
+            logger.warning("userinfo.attributes_unreadable grant=%s", grant_id)
+            return {}

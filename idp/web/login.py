@@ -1,0 +1,331 @@
+"""The login page (issue 3 §3): QR code, verification code, same-device link, status, cancel.
+
+The authorization endpoint answers with this page itself (performance.md: one request fewer).
+The page is bound to the browser that opened it by a random secret in an HttpOnly cookie; the
+transaction keeps only its SHA-256 (``browser_binding``), and only that browser may read the
+status, cancel, or continue to the client with the code.
+
+- ``GET /login/<id>/status``: JSON ``{status, qr_payload, qr_svg}``, polled every second by
+  ``static/login.js``; a few ephemeral-store reads, no database.
+- ``POST /login/<id>/cancel``: a plain form, so cancelling works without JavaScript.
+- ``GET /login/<id>/continue``: claims the approved outcome once and redirects to the client
+  with the code; declined, cancelled or expired logins return ``access_denied``.
+
+Same-device link: ``myna-gateway://transaction?id=<transaction id>&token=<same-device token>``
+opens the portal's phone app on this device, which fetches the transaction with the token
+instead of a scanned QR code (the device API, ``docs/device-api.md``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import segno
+from flask import Blueprint, Flask, current_app, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from idp.ceremonies.qr import qr_payload
+from idp.ceremonies.transactions import (
+    AuthorizationRequest,
+    LoginTransaction,
+    Outcome,
+    OutcomeKind,
+    TransactionStatus,
+    UnknownTransaction,
+    browser_binding,
+)
+from idp.oidc.clients import ClientInfo
+from idp.oidc.provider import OidcProvider
+from idp.oidc.responses import redirect_to_client
+
+__all__ = [
+    "BROWSER_COOKIE",
+    "SAME_DEVICE_SCHEME",
+    "create_login_blueprint",
+    "error_page",
+    "start_login",
+]
+
+BROWSER_COOKIE = "myna_browser"
+SAME_DEVICE_SCHEME = "myna-gateway"
+RETURN_GRACE = timedelta(minutes=10)
+"""How long after a transaction expires its browser can still be sent back with access_denied."""
+_STATIC = Path(__file__).resolve().parent / "static"
+_TEMPLATES = Path(__file__).resolve().parent / "templates"
+_EXTENSION = "myna.oidc"
+
+MESSAGES: dict[str, dict[str, str]] = {
+    "ja": {
+        "title": "マイナンバーでログイン",
+        "requested_by": "ログインを求めているサイト",
+        "verification_code": "確認コード",
+        "verification_hint": "スマートフォンに表示されるコードと同じことを確かめてください。",
+        "scan": "スマートフォンのアプリでこのQRコードを読み取ってください。",
+        "same_device": "このスマートフォンでアプリを開く",
+        "attributes": "提供を求められている情報",
+        "cancel": "キャンセル",
+        "pending": "読み取りを待っています",
+        "scanned": "スマートフォンで確認してください",
+        "approved": "承認されました。移動しています…",
+        "declined": "スマートフォンで拒否されました",
+        "expired": "有効期限が切れました",
+        "cancelled": "キャンセルされました",
+        "completed": "完了しました",
+        "error_title": "リクエストを処理できません",
+        "name": "氏名", "address": "住所", "birthdate": "生年月日", "gender": "性別",
+    },
+    "en": {
+        "title": "Log in with My Number",
+        "requested_by": "Site asking you to log in",
+        "verification_code": "Verification code",
+        "verification_hint": "Check that your phone shows the same code.",
+        "scan": "Scan this QR code with the app on your smartphone.",
+        "same_device": "Open the app on this smartphone",
+        "attributes": "Information the site asks for",
+        "cancel": "Cancel",
+        "pending": "Waiting for your phone",
+        "scanned": "Confirm on your phone",
+        "approved": "Approved. Taking you back…",
+        "declined": "Declined on your phone",
+        "expired": "This login has expired",
+        "cancelled": "Cancelled",
+        "completed": "Done",
+        "error_title": "This request cannot be processed",
+        "name": "Name", "address": "Address", "birthdate": "Date of birth", "gender": "Gender",
+    },
+}
+"""The page's words, per locale; the page shows RP-supplied text only as escaped data."""
+LOCALES = tuple(MESSAGES)
+
+
+def choose_locale(ui_locales: tuple[str, ...] = ()) -> str:
+    """ui_locales (OIDC Core §3.1.2.1) first, then Accept-Language, then Japanese."""
+    for tag in ui_locales:
+        if tag in MESSAGES:
+            return tag
+    return request.accept_languages.best_match(LOCALES) or "ja"
+
+
+def content_security_policy(form_target: str | None = None) -> str:
+    """No inline script or style; the cancel form may post here and be redirected to the client."""
+    form_action = "'self'" if form_target is None else f"'self' {form_target}"
+    return (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        f"connect-src 'self'; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
+    )
+
+
+def _origin(uri: str) -> str:
+    parts = urlsplit(uri)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _page_headers(response: Response, form_target: str | None = None) -> Response:
+    response.headers["Content-Security-Policy"] = content_security_policy(form_target)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+def error_page(error: str, description: str | None, *, status: int = 400, ui_locales: tuple[str, ...] = ()) -> Response:
+    """An error shown to the user, never redirected (before the redirect URI is verified)."""
+    locale = choose_locale(ui_locales)
+    html = render_template(
+        "error.html", t=MESSAGES[locale], locale=locale, error=error, description=description,
+    )
+    return _page_headers(Response(html, status=status, mimetype="text/html"))
+
+
+def current_qr(provider: OidcProvider, transaction: LoginTransaction) -> tuple[str, str]:
+    """The QR code of the current step: its payload, and the code as an SVG data URI.
+
+    The payload is also given as text (the image's ``data-payload``, the status JSON): it says
+    no more than the image does, and lets the simulated phone "scan" by pasting it. segno
+    draws the code; a fixed mask keeps that near 1 ms.
+    """
+    login = provider.settings.login
+    payload = qr_payload(
+        transaction_id=transaction.id, secret=transaction.qr_secret, now=provider.clock.now(), period=login.qr_rotation,
+    )
+    code = segno.make_qr(payload, error="m", mask=0, boost_error=False)
+    data_uri: str = code.svg_data_uri(scale=5, border=4)
+    return payload, data_uri
+
+
+def same_device_link(transaction: LoginTransaction) -> str:
+    """``myna-gateway://transaction?id=…&token=…``: opens the phone app on this device."""
+    query = urlencode({"id": transaction.id, "token": transaction.same_device_token})
+    return f"{SAME_DEVICE_SCHEME}://transaction?{query}"
+
+
+def _provider() -> OidcProvider:
+    found: OidcProvider = current_app.extensions[_EXTENSION]
+    return found
+
+
+def _render_login(provider: OidcProvider, transaction: LoginTransaction, status: TransactionStatus) -> Response:
+    locale = choose_locale(transaction.request.ui_locales)
+    payload, svg = current_qr(provider, transaction)
+    html = render_template(
+        "login.html", t=MESSAGES[locale], locale=locale, transaction=transaction, status=status.value,
+        qr=svg, qr_payload=payload, same_device=same_device_link(transaction),
+        status_url=url_for("login.status", transaction_id=transaction.id),
+        continue_url=url_for("login.continue_login", transaction_id=transaction.id),
+        cancel_url=url_for("login.cancel", transaction_id=transaction.id),
+        script_url=url_for("login.static", filename="login.js"),
+        style_url=url_for("login.static", filename="login.css"),
+    )
+    return _page_headers(Response(html, mimetype="text/html"), _origin(transaction.request.redirect_uri))
+
+
+def start_login(provider: OidcProvider, client: ClientInfo, authorization: AuthorizationRequest) -> Response:
+    """Open the login transaction for a checked request and answer with the login page itself."""
+    secret = request.cookies.get(BROWSER_COOKIE) or ""
+    new_secret = len(secret) < 32 or len(secret) > 64  # noqa: PLR2004 - token_urlsafe(32) is 43 characters
+    if new_secret:
+        secret = secrets.token_urlsafe(32)
+    transaction = provider.transactions.open(
+        request=authorization, rp_name=client.name, browser_secret=secret, now=provider.clock.now(),
+    )
+    provider.ephemeral.put(
+        _return_key(transaction.id),
+        json.dumps({
+            "redirect_uri": authorization.redirect_uri, "state": authorization.state,
+            "binding": transaction.browser_binding,
+        }).encode(),
+        ttl=provider.settings.login.transaction_ttl + RETURN_GRACE,
+    )
+    response = _render_login(provider, transaction, TransactionStatus.PENDING)
+    if new_secret:
+        response.set_cookie(
+            BROWSER_COOKIE, secret, httponly=True, secure=provider.issuer.startswith("https://"), samesite="Lax",
+            path="/",
+        )
+    return response
+
+
+def _bound(transaction_binding: str) -> bool:
+    secret = request.cookies.get(BROWSER_COOKIE)
+    if not secret:
+        return False
+    return hmac.compare_digest(browser_binding(secret), transaction_binding)
+
+
+def _return_key(transaction_id: str) -> str:
+    return f"login-return:{hashlib.sha256(transaction_id.encode()).hexdigest()}"
+
+
+def _transaction(provider: OidcProvider, transaction_id: str) -> LoginTransaction | None:
+    try:
+        return provider.transactions.get(transaction_id)
+    except UnknownTransaction:
+        return None
+
+
+def status(transaction_id: str) -> Response:
+    """The transaction's status for the waiting page; the QR code while it waits for a scan."""
+    provider = _provider()
+    transaction = _transaction(provider, transaction_id)
+    body: dict[str, Any]
+    if transaction is None:
+        body = {"status": TransactionStatus.EXPIRED.value}
+    elif not _bound(transaction.browser_binding):
+        return _json({"error": "not_this_browser"}, 403)
+    else:
+        current = provider.transactions.status(transaction, now=provider.clock.now())
+        body = {"status": current.value}
+        if current is TransactionStatus.PENDING:
+            body["qr_payload"], body["qr_svg"] = current_qr(provider, transaction)
+    return _json(body, 200)
+
+
+def _json(body: dict[str, Any], status_code: int) -> Response:
+    response = Response(json.dumps(body), status=status_code, mimetype="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def cancel(transaction_id: str) -> Response:
+    """Settle the transaction as cancelled (bound browser only) and return to the client."""
+    provider = _provider()
+    transaction = _transaction(provider, transaction_id)
+    if transaction is None:
+        return continue_login(transaction_id)
+    if not _bound(transaction.browser_binding):
+        return error_page("access_denied", "This login was started in another browser.", status=403)
+    if not provider.transactions.settle(transaction, Outcome(kind=OutcomeKind.CANCELLED)):
+        return continue_login(transaction_id)  # the phone decided first: follow its decision
+    return _deny(provider, transaction.request.redirect_uri, transaction.request.state, "the user cancelled the login")
+
+
+def _deny(provider: OidcProvider, redirect_uri: str, state: str | None, description: str) -> Response:
+    return redirect_to_client(
+        redirect_uri, {"error": "access_denied", "error_description": description, "state": state},
+        issuer=provider.issuer,
+    )
+
+
+def continue_login(transaction_id: str) -> Response:
+    """Back to the client: the code for an approved login (once), access_denied otherwise."""
+    provider = _provider()
+    transaction = _transaction(provider, transaction_id)
+    if transaction is None:
+        return _continue_gone(provider, transaction_id)
+    if not _bound(transaction.browser_binding):
+        return error_page("access_denied", "This login was started in another browser.", status=403)
+    authorization = transaction.request
+    current = provider.transactions.status(transaction, now=provider.clock.now())
+    if current is TransactionStatus.APPROVED:
+        outcome = provider.transactions.claim(transaction)
+        if outcome is not None:
+            code = provider.finish_login(transaction, outcome)
+            return redirect_to_client(
+                authorization.redirect_uri, {"code": code, "state": authorization.state}, issuer=provider.issuer,
+            )
+        current = TransactionStatus.COMPLETED
+    denial = _DENIALS.get(current)
+    if denial is not None:
+        return _deny(provider, authorization.redirect_uri, authorization.state, denial)
+    if current is TransactionStatus.COMPLETED:
+        return error_page("invalid_request", "This login has already been completed.", status=400,
+                          ui_locales=authorization.ui_locales)
+    return _render_login(provider, transaction, current)  # still waiting: the page again
+
+
+_DENIALS = {
+    TransactionStatus.EXPIRED: "the login expired",
+    TransactionStatus.DECLINED: "the user declined the login",
+    TransactionStatus.CANCELLED: "the user cancelled the login",
+}
+
+
+def _continue_gone(provider: OidcProvider, transaction_id: str) -> Response:
+    """The transaction expired from the store: access_denied to the browser that started it."""
+    raw = provider.ephemeral.get(_return_key(transaction_id))
+    if raw is None:
+        return error_page("invalid_request", "This login is unknown or long expired.", status=400)
+    kept = json.loads(raw)
+    if not _bound(kept["binding"]):
+        return error_page("access_denied", "This login was started in another browser.", status=403)
+    return _deny(provider, kept["redirect_uri"], kept["state"], "the login expired")
+
+
+def create_login_blueprint(app: Flask, provider: OidcProvider) -> Blueprint:
+    """The ``/login/<id>/…`` routes and the page's static files."""
+    app.extensions[_EXTENSION] = provider
+    blueprint = Blueprint(
+        "login", __name__, static_folder=str(_STATIC), static_url_path="/static",
+        template_folder=str(_TEMPLATES),
+    )
+    blueprint.add_url_rule("/<transaction_id>/status", "status", status, methods=["GET"])
+    blueprint.add_url_rule("/<transaction_id>/cancel", "cancel", cancel, methods=["POST"])
+    blueprint.add_url_rule("/<transaction_id>/continue", "continue_login", continue_login, methods=["GET"])
+    return blueprint

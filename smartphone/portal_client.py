@@ -1,0 +1,239 @@
+"""The phone app's side of the device API: enrollment over HTTP, as ``docs/device-api.md`` describes it.
+
+An outside client of the portal: it speaks only the documented JSON (``requests``), and computes
+the card-binding digest from the published formula, never from the portal's code::
+
+    SHA-256("myna-enrollment-v1" || card_challenge || SHA-256(auth SPKI DER) || SHA-256(sign SPKI DER))
+
+The order matters for the card: both PINs are used only after the SE has made both keys, and
+nothing is sent to the portal until the card has signed with both.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from smartphone.card import CardKey, MyNumberCard
+from smartphone.secure_element import KeyPurpose, SecureElement
+from smartphone.webauthn_data import b64url, b64url_decode
+
+__all__ = [
+    "BINDING_LABEL",
+    "Enrollment",
+    "PortalClient",
+    "PortalError",
+    "approve",
+    "binding_digest",
+    "consent_digest",
+    "enroll",
+]
+
+BINDING_LABEL = b"myna-enrollment-v1"
+ENROLLMENTS = "/device/v1/enrollments"
+TRANSACTIONS = "/device/v1/transactions"
+CONSENT_PURPOSE = "myna-consent-v1"
+
+
+class PortalError(Exception):
+    """The portal answered with an RFC 9457 problem (or could not be reached: ``status`` 0)."""
+
+    def __init__(self, status: int, problem_type: str, title: str, detail: str | None = None) -> None:
+        super().__init__(f"{title} ({status} {problem_type})" + (f": {detail}" if detail else ""))
+        self.status = status
+        self.type = problem_type
+        self.title = title
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Enrollment:
+    """What the portal returned for a completed enrollment, as the phone keeps it."""
+
+    portal: str
+    device_id: str
+    auth_credential_id: bytes
+    sign_credential_id: bytes
+    auth_certificate: x509.Certificate
+    sign_certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+
+
+def binding_digest(*, challenge: bytes, auth_public_key: ec.EllipticCurvePublicKey,
+                   sign_public_key: ec.EllipticCurvePublicKey) -> bytes:
+    """The digest both card keys sign (docs/device-api.md, "The card binding")."""
+    def spki_hash(key: ec.EllipticCurvePublicKey) -> bytes:
+        der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        return hashlib.sha256(der).digest()
+    return hashlib.sha256(BINDING_LABEL + challenge + spki_hash(auth_public_key) + spki_hash(sign_public_key)).digest()
+
+
+class PortalClient:
+    """The device API at ``base_url`` (the portal's issuer URL)."""
+
+    def __init__(self, base_url: str, *, session: requests.Session | None = None, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._session = session or requests.Session()
+        self._timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"PortalClient({self.base_url!r})"
+
+    def start_enrollment(self) -> dict[str, Any]:
+        """``POST /device/v1/enrollments``: the creation options and the card challenge."""
+        return self._post(ENROLLMENTS, {})
+
+    def complete_enrollment(self, enrollment_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /device/v1/enrollments/{id}``: the certificates. Raises PortalError."""
+        return self._post(f"{ENROLLMENTS}/{enrollment_id}", body)
+
+    def lookup_transaction(self, *, qr: str | None = None, link: str | None = None) -> dict[str, Any]:
+        """``POST /device/v1/transactions/lookup`` with a scanned QR payload or a same-device link."""
+        if (qr is None) == (link is None):
+            raise ValueError("give either the scanned QR payload or the same-device link")
+        if qr is not None:
+            return self._post(f"{TRANSACTIONS}/lookup", {"qr": qr}, expect=200)
+        query = parse_qs(urlsplit(link or "").query)
+        body = {"transaction_id": query.get("id", [""])[0], "token": query.get("token", [""])[0]}
+        return self._post(f"{TRANSACTIONS}/lookup", body, expect=200)
+
+    def approve_transaction(
+        self, transaction_id: str, *, assertion: dict[str, Any], consent_signature: bytes | None,
+    ) -> dict[str, Any]:
+        """``POST /device/v1/transactions/{id}/approve``. Raises PortalError."""
+        body = {"assertion": assertion,
+                "consent_signature": None if consent_signature is None else b64url(consent_signature)}
+        return self._post(f"{TRANSACTIONS}/{transaction_id}/approve", body, expect=200)
+
+    def decline_transaction(self, transaction_id: str) -> dict[str, Any]:
+        """``POST /device/v1/transactions/{id}/decline``. Raises PortalError."""
+        return self._post(f"{TRANSACTIONS}/{transaction_id}/decline", {}, expect=200)
+
+    def _post(self, path: str, body: dict[str, Any], *, expect: int = 201) -> dict[str, Any]:
+        try:
+            response = self._session.post(self.base_url + path, json=body, timeout=self._timeout)
+        except requests.RequestException as exc:
+            raise PortalError(0, "about:blank", f"the portal at {self.base_url} cannot be reached") from exc
+        try:
+            document = response.json()
+        except ValueError:
+            document = None
+        if response.status_code != expect or not isinstance(document, dict):
+            problem = document if isinstance(document, dict) else {}
+            raise PortalError(
+                response.status_code, str(problem.get("type", "about:blank")),
+                str(problem.get("title", response.reason)), problem.get("detail"),
+            )
+        return document
+
+
+def enroll(
+    *,
+    client: PortalClient,
+    element: SecureElement,
+    card: MyNumberCard,
+    auth_pin: str,
+    sign_pin: str,
+) -> Enrollment:
+    """Run a whole enrollment: start, make both SE keys, have the card sign the binding, complete.
+
+    The WebAuthn origin is the portal's URL. Raises PortalError, the SE's errors
+    (UserVerificationFailed) and the card's (WrongPin, PinLocked): a card error comes before
+    the completion is sent, so nothing is enrolled then.
+    """
+    started = client.start_enrollment()
+    origin = client.base_url
+    responses = {}
+    for purpose, options in ((KeyPurpose.AUTH, started["auth_options"]), (KeyPurpose.SIGN, started["sign_options"])):
+        responses[purpose] = element.make_credential(
+            rp_id=options["rp"]["id"], challenge=b64url_decode(options["challenge"]), origin=origin, purpose=purpose,
+        )
+    auth_id = b64url_decode(responses[KeyPurpose.AUTH]["rawId"])
+    sign_id = b64url_decode(responses[KeyPurpose.SIGN]["rawId"])
+    digest = binding_digest(
+        challenge=b64url_decode(started["card_challenge"]),
+        auth_public_key=element.public_key(auth_id),
+        sign_public_key=element.public_key(sign_id),
+    )
+    auth_signature = card.sign_digest(CardKey.AUTH, digest, pin=auth_pin)
+    sign_signature = card.sign_digest(CardKey.SIGN, digest, pin=sign_pin)
+    certificates = card.certificates
+    completed = client.complete_enrollment(started["enrollment_id"], {
+        "auth_credential": responses[KeyPurpose.AUTH],
+        "sign_credential": responses[KeyPurpose.SIGN],
+        "card": {
+            "auth_certificate": _der_b64(certificates.auth),
+            "sign_certificate": _der_b64(certificates.sign),
+            "auth_signature": b64url(auth_signature),
+            "sign_signature": b64url(sign_signature),
+        },
+    })
+    return Enrollment(
+        portal=client.base_url,
+        device_id=str(completed["device_id"]),
+        auth_credential_id=auth_id,
+        sign_credential_id=sign_id,
+        auth_certificate=_certificate(completed["auth_certificate"]),
+        sign_certificate=_certificate(completed["sign_certificate"]),
+        chain=tuple(_certificate(item) for item in completed["chain"]),
+    )
+
+
+def consent_digest(*, transaction: dict[str, Any], client_id: str) -> bytes:
+    """The digest the signature key signs to release the requested attributes (docs/device-api.md).
+
+    SHA-256 of the canonical JSON (sorted keys, no spaces) of the attributes (sorted), the
+    WebAuthn challenge (base64url as sent), the RP's client id, the purpose and the transaction id.
+    """
+    document = {
+        "attributes": sorted(transaction["requested_attributes"]),
+        "challenge": transaction["public_key"]["challenge"],
+        "client_id": client_id,
+        "purpose": CONSENT_PURPOSE,
+        "transaction": transaction["transaction_id"],
+    }
+    return hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).digest()
+
+
+def approve(
+    *,
+    client: PortalClient,
+    element: SecureElement,
+    enrollment: Enrollment,
+    transaction: dict[str, Any],
+    presence_only: bool = False,
+) -> dict[str, Any]:
+    """Approve a looked-up transaction: a login assertion by the authentication key and, when
+    attributes are asked for, a consent signature by the signature key. Raises PortalError and
+    the SE's errors (UserVerificationFailed: the fingerprint did not match)."""
+    options = transaction["public_key"]
+    assertion = element.get_assertion(
+        credential_id=enrollment.auth_credential_id, rp_id=options["rpId"],
+        challenge=b64url_decode(options["challenge"]), origin=client.base_url, presence_only=presence_only,
+    )
+    consent = None
+    if transaction["requested_attributes"]:
+        consent = element.sign_digest(
+            credential_id=enrollment.sign_credential_id,
+            digest=consent_digest(transaction=transaction, client_id=transaction["client_id"]),
+        )
+    return client.approve_transaction(transaction["transaction_id"], assertion=assertion, consent_signature=consent)
+
+
+def _der_b64(certificate: x509.Certificate) -> str:
+    return base64.b64encode(certificate.public_bytes(serialization.Encoding.DER)).decode("ascii")
+
+
+def _certificate(text: object) -> x509.Certificate:
+    if not isinstance(text, str):
+        raise PortalError(201, "about:blank", "the portal returned a malformed certificate")
+    return x509.load_der_x509_certificate(base64.b64decode(text, validate=True))
