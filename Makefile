@@ -1,4 +1,4 @@
-# Quick start: `make demo` starts the portal on the embedded defaults; `make test` runs the suite.
+# Quick start: `make demo` starts the portal, a demo shop and a phone screen (state in .demo); `make test` runs the suite.
 # Both create the virtual environment in .venv on first use. `make test` runs ruff, the import
 # contracts, mypy (strict where pyproject says) and pytest.
 PYTHON ?= python3
@@ -16,8 +16,7 @@ $(BIN)/.installed: pyproject.toml
 	@touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/idp init --instance $(INSTANCE)
-	$(BIN)/idp serve --instance $(INSTANCE)
+	$(BIN)/myna-demo
 
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
@@ -31,4 +30,4 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(INSTANCE) .pytest_cache .coverage
+	rm -rf $(VENV) $(INSTANCE) .demo test-output .pytest_cache .coverage

@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 
 from idp.pki import attributes as basic_attributes
 from idp.pki.attributes import BasicAttributes, MalformedAttributes, Sex
@@ -28,6 +28,8 @@ from idp.pki.registry import CertificateStatus, RegistryError
 from smartphone.card import CardError, CardKey, InvalidPin, check_pin
 from smartphone.files import CorruptState
 from smartphone.jlis import CARD_REVOCATION_REASONS, normalise_base_url
+from smartphone.portal_client import PortalClient, PortalError, enroll
+from smartphone.secure_element import SecureElementError
 from smartphone.state import State, StateError, check_name, read_passphrase
 
 __all__ = ["main"]
@@ -313,3 +315,146 @@ def phone_create(state_dir: Path, passphrase_file: Path | None, phone_name: str,
     click.echo(f"phone {phone_name!r} created in {state.phone_dir(phone_name)}")
     click.echo(f"  SE vendor {maker.name!r}, model {maker.model!r}, AAGUID {element.aaguid}")
     click.echo(f"  attestation root: {state.vendor_dir(vendor) / 'root.crt'}")
+
+
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def _bind(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if host not in _LOOPBACK:
+        raise ValueError("the phone screen is a local demo: bind it to 127.0.0.1, localhost or [::1]")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:  # noqa: PLR2004 - the TCP port range
+        raise ValueError("give HOST:PORT, e.g. 127.0.0.1:8200")
+    return host.strip("[]"), int(port)
+
+
+@phone.command("serve")
+@_state_options
+@click.option("--phone", "phone_name", required=True, callback=_checked(functools.partial(check_name, "phone")),
+              help="Name of the phone in --state.")
+@click.option("--portal", required=True, help="The portal's base URL (its issuer), e.g. http://127.0.0.1:8000.")
+@click.option("--bind", default="127.0.0.1:8200", show_default=True, callback=_checked(_bind),
+              help="Loopback HOST:PORT to serve the phone screen on.")
+def phone_serve(state_dir: Path, passphrase_file: Path | None, phone_name: str, portal: str,
+                bind: tuple[str, int]) -> None:
+    """Serve the phone screen: enroll, scan and approve with a simulated fingerprint in the browser."""
+    from werkzeug.serving import run_simple  # noqa: PLC0415 - only this command needs the server
+
+    from smartphone.phone_screen import create_phone_app  # noqa: PLC0415 - imports Flask; only here
+
+    with _refusals():
+        passphrase = read_passphrase(passphrase_file)
+        State(state_dir, passphrase).load_phone(phone_name)  # a missing phone or bad passphrase fails now
+    host, port = bind
+    try:
+        with socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET):
+            pass
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise click.ClickException(f"cannot listen on {host}:{port}: {reason}") from exc
+    click.echo(f"phone screen for {phone_name!r} on http://{_bind_text(host, port)}/ (portal {portal})")
+    run_simple(host, port, create_phone_app(state_dir, phone_name, portal, passphrase), threaded=True)
+
+
+def _bind_text(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _pem_text(certificate: x509.Certificate) -> str:
+    return certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+@main.command("enroll")
+@_state_options
+@click.option("--phone", "phone_name", required=True, callback=_checked(functools.partial(check_name, "phone")),
+              help="Name of the phone in --state.")
+@click.option("--card", "card_name", required=True, callback=_checked(functools.partial(check_name, "card")),
+              help="Name of the card in --state that the user taps.")
+@click.option("--portal", required=True, help="The portal's base URL (its issuer), e.g. http://127.0.0.1:8000.")
+@click.option("--auth-pin", envvar="SMARTPHONE_AUTH_PIN", prompt=True, hide_input=True,
+              callback=_checked(functools.partial(check_pin, CardKey.AUTH)),
+              help="The card's user-authentication PIN (or $SMARTPHONE_AUTH_PIN, or a prompt).")
+@click.option("--sign-pin", envvar="SMARTPHONE_SIGN_PIN", prompt=True, hide_input=True,
+              callback=_checked(functools.partial(check_pin, CardKey.SIGN)),
+              help="The card's signature PIN (or $SMARTPHONE_SIGN_PIN, or a prompt).")
+def enroll_command(*, state_dir: Path, passphrase_file: Path | None, phone_name: str, card_name: str, portal: str,
+                   auth_pin: str, sign_pin: str) -> None:
+    """Enroll the phone at the portal: the SE makes two keys, the card signs for both, the portal certifies them."""
+    state = _state(state_dir, passphrase_file)
+    with _refusals():
+        element = state.load_phone(phone_name)
+        holder = state.load_card(card_name)
+        try:
+            enrollment = enroll(
+                client=PortalClient(portal), element=element, card=holder, auth_pin=auth_pin, sign_pin=sign_pin,
+            )
+        except PortalError as exc:
+            raise click.ClickException(f"the portal refused the enrollment: {exc}") from exc
+        except SecureElementError as exc:
+            raise click.ClickException(f"the secure element refused: {exc}") from exc
+        finally:
+            # The PIN retry counters changed whether the PINs were right or wrong.
+            state.save_card_pins(card_name, holder)
+        state.save_phone(phone_name, element)
+        state.save_enrollment(phone_name, {
+            "portal": enrollment.portal,
+            "device_id": enrollment.device_id,
+            "auth_credential_id": base64.urlsafe_b64encode(enrollment.auth_credential_id).decode("ascii"),
+            "sign_credential_id": base64.urlsafe_b64encode(enrollment.sign_credential_id).decode("ascii"),
+            "auth_certificate": _pem_text(enrollment.auth_certificate),
+            "sign_certificate": _pem_text(enrollment.sign_certificate),
+            "chain": [_pem_text(certificate) for certificate in enrollment.chain],
+        })
+    click.echo(f"phone {phone_name!r} enrolled at {enrollment.portal} as device {enrollment.device_id}")
+    click.echo(f"  user-authentication certificate {enrollment.auth_certificate.serial_number:x}")
+    click.echo(f"  signature certificate {enrollment.sign_certificate.serial_number:x}")
+
+
+_FINGERPRINT = {"pass": True, "fail": False}
+
+
+@main.command("approve")
+@_state_options
+@click.option("--phone", "phone_name", required=True, callback=_checked(functools.partial(check_name, "phone")),
+              help="Name of the enrolled phone in --state.")
+@click.option("--qr", help="The QR payload the camera read (it goes stale within seconds).")
+@click.option("--link", help="The login page's same-device link, myna-gateway://transaction?id=...&token=...")
+@click.option("--decline", is_flag=True, help="Decline the request instead of approving it.")
+@click.option("--fingerprint", type=click.Choice(list(_FINGERPRINT)), default="pass", show_default=True,
+              help="Simulate the biometric check: 'fail' sends nothing.")
+def approve_command(*, state_dir: Path, passphrase_file: Path | None, phone_name: str, qr: str | None,
+                    link: str | None, decline: bool, fingerprint: str) -> None:
+    """Open a login request by its QR payload or same-device link, show it, and approve or decline it."""
+    from smartphone.phone_screen import ATTRIBUTE_LABELS, approve_transaction, load_enrollment  # noqa: PLC0415
+
+    if (qr is None) == (link is None):
+        raise click.UsageError("give exactly one of --qr and --link")
+    state = _state(state_dir, passphrase_file)
+    with _refusals():
+        element = state.load_phone(phone_name)
+        enrollment = load_enrollment(state, phone_name)
+    client = PortalClient(enrollment.portal)
+    try:
+        transaction = client.lookup_transaction(qr=qr, link=link)
+    except PortalError as exc:
+        raise click.ClickException(f"the portal refused the lookup: {exc.title} ({exc.type})") from exc
+    click.echo(f"request from: {transaction['rp_name']}")
+    click.echo(f"verification code: {transaction['verification_code']}")
+    requested = transaction["requested_attributes"]
+    click.echo("attributes: " + (", ".join(ATTRIBUTE_LABELS.get(name, name) for name in requested) or "none"))
+    try:
+        if decline:
+            client.decline_transaction(transaction["transaction_id"])
+        else:
+            approve_transaction(client=client, element=element, enrollment=enrollment, transaction=transaction,
+                                fingerprint_matches=_FINGERPRINT[fingerprint])
+    except PortalError as exc:
+        state.save_phone(phone_name, element)  # a counter the SE spent stays spent
+        raise click.ClickException(f"the portal refused: {exc.title} ({exc.type})") from exc
+    except SecureElementError as exc:
+        raise click.ClickException(f"the secure element refused: {exc}; nothing was sent") from exc
+    if not decline:
+        with _refusals():
+            state.save_phone(phone_name, element)  # the signature counter went up
+    click.echo("declined" if decline else "approved")

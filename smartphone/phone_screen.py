@@ -1,0 +1,246 @@
+"""The simulated phone in a browser: a "phone screen" page to enroll, scan and approve with a fingerprint.
+
+An outside client of the portal, like the ``smartphone`` commands: it speaks only the documented
+device API (``smartphone.portal_client``). The person pastes what the phone's camera would read,
+the login page's QR payload or its same-device link (``myna-gateway://transaction?...``), since a
+browser tab has no camera.
+
+A local demo tool, not a product: ``smartphone phone serve`` binds it to loopback only, every
+change is a POST carrying a random per-process form token (a cross-site form cannot know it), and
+errors are shown as one readable line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import secrets
+import threading
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from flask import Flask, abort, render_template, request
+
+from smartphone.card import CardError
+from smartphone.portal_client import Enrollment, PortalClient, PortalError, approve, enroll
+from smartphone.secure_element import SecureElement, SecureElementError, UserVerification, UserVerificationFailed
+from smartphone.state import State, StateError
+
+__all__ = [
+    "ATTRIBUTE_LABELS",
+    "PhoneNotEnrolled",
+    "approve_transaction",
+    "create_phone_app",
+    "enrollment_record",
+    "load_enrollment",
+]
+
+ATTRIBUTE_LABELS = {
+    "name": "氏名 / Name",
+    "address": "住所 / Address",
+    "birthdate": "生年月日 / Date of birth",
+    "gender": "性別 / Gender",
+}
+"""How the phone names each OIDC claim it is asked to release."""
+
+_MAX_PENDING = 32
+
+
+class PhoneNotEnrolled(StateError):
+    """The phone has no enrollment: it cannot approve anything yet."""
+
+
+def enrollment_record(enrollment: Enrollment) -> dict[str, Any]:
+    """What the phone keeps of an enrollment (``State.save_enrollment``), as ``smartphone enroll`` writes it."""
+    def pem(certificate: x509.Certificate) -> str:
+        return certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    return {
+        "portal": enrollment.portal,
+        "device_id": enrollment.device_id,
+        "auth_credential_id": base64.urlsafe_b64encode(enrollment.auth_credential_id).decode("ascii"),
+        "sign_credential_id": base64.urlsafe_b64encode(enrollment.sign_credential_id).decode("ascii"),
+        "auth_certificate": pem(enrollment.auth_certificate),
+        "sign_certificate": pem(enrollment.sign_certificate),
+        "chain": [pem(certificate) for certificate in enrollment.chain],
+    }
+
+
+def load_enrollment(state: State, phone: str) -> Enrollment:
+    """The phone's saved enrollment. Raises PhoneNotEnrolled, StateNotFound or StateCorrupt."""
+    record = state.load_enrollment(phone)
+    if record is None:
+        raise PhoneNotEnrolled(f"phone {phone!r} is not enrolled: enroll it with a card first")
+    try:
+        return Enrollment(
+            portal=str(record["portal"]),
+            device_id=str(record["device_id"]),
+            auth_credential_id=base64.urlsafe_b64decode(record["auth_credential_id"]),
+            sign_credential_id=base64.urlsafe_b64decode(record["sign_credential_id"]),
+            auth_certificate=x509.load_pem_x509_certificate(record["auth_certificate"].encode("ascii")),
+            sign_certificate=x509.load_pem_x509_certificate(record["sign_certificate"].encode("ascii")),
+            chain=tuple(x509.load_pem_x509_certificate(item.encode("ascii")) for item in record["chain"]),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise StateError(f"the enrollment of phone {phone!r} in {state.root} is corrupt") from exc
+
+
+def approve_transaction(
+    *, client: PortalClient, element: SecureElement, enrollment: Enrollment, transaction: dict[str, Any],
+    fingerprint_matches: bool,
+) -> dict[str, Any]:
+    """Approve with a simulated fingerprint: a failing one raises UserVerificationFailed, sending nothing.
+
+    The SE's own switch is put back afterwards, so only this attempt is simulated.
+    """
+    stored = element.user_verification
+    element.user_verification = UserVerification.PASS if fingerprint_matches else UserVerification.FAIL
+    try:
+        return approve(client=client, element=element, enrollment=enrollment, transaction=transaction)
+    finally:
+        element.user_verification = stored
+
+
+class _PhoneScreen:
+    """The screen's views; one per process, holding the looked-up transactions until decided."""
+
+    def __init__(self, state_dir: Path, phone: str, portal_url: str, passphrase: bytes) -> None:
+        self.state_dir = state_dir
+        self.state = State(state_dir, passphrase)
+        self.phone = phone
+        self.portal = PortalClient(portal_url)
+        self.form_token = secrets.token_urlsafe(32)
+        self.lock = threading.Lock()
+        self.pending: dict[str, dict[str, Any]] = {}
+
+    def __repr__(self) -> str:
+        return f"_PhoneScreen({self.phone!r}, {self.portal.base_url!r})"
+
+    def page(self, view: str, status: int = 200, **values: Any) -> tuple[str, int]:
+        if view == "enroll":
+            values.setdefault("cards", _cards(self.state_dir))
+        return render_template("phone_screen.html", view=view, phone=self.phone, portal=self.portal.base_url,
+                               form_token=self.form_token, labels=ATTRIBUTE_LABELS, **values), status
+
+    def problem(self, message: str, view: str = "error", status: int = 400, **values: Any) -> tuple[str, int]:
+        return self.page(view, status, error=message, **values)
+
+    def check_form_token(self) -> None:
+        sent = request.form.get("form_token", "") if request.method == "POST" else ""
+        if request.method == "POST" and not hmac.compare_digest(sent.encode(), self.form_token.encode()):
+            abort(403)
+
+    def forbidden(self, _error: Exception) -> tuple[str, int]:
+        return self.problem("このフォームは古くなっています。最初からやり直してください。 / "
+                            "This form is stale: start again from the home screen.", status=403)
+
+    def home(self) -> tuple[str, int]:
+        try:
+            enrolled = self.state.load_enrollment(self.phone) is not None
+        except StateError as exc:
+            return self.problem(str(exc), status=500)
+        return self.page("scan" if enrolled else "enroll")
+
+    def enroll(self) -> tuple[str, int]:
+        card = request.form.get("card", "")
+        if card not in _cards(self.state_dir):
+            return self.problem(f"カードがありません / No such card: {card!r}", "enroll")
+        with self.lock:
+            try:
+                element, holder = self.state.load_phone(self.phone), self.state.load_card(card)
+                try:
+                    enrollment = enroll(client=self.portal, element=element, card=holder,
+                                        auth_pin=request.form.get("auth_pin", ""),
+                                        sign_pin=request.form.get("sign_pin", ""))
+                finally:
+                    self.state.save_card_pins(card, holder)  # a wrong PIN costs a try either way
+                self.state.save_phone(self.phone, element)
+                self.state.save_enrollment(self.phone, enrollment_record(enrollment))
+            except PortalError as exc:
+                return self.problem(f"ポータルが登録を拒否しました / The portal refused the enrollment: {exc.title}",
+                                    "enroll")
+            except (CardError, SecureElementError, StateError, ValueError) as exc:
+                return self.problem(f"登録できません / Cannot enroll: {exc}", "enroll")
+        return self.page("enrolled", device_id=enrollment.device_id)
+
+    def scan(self) -> tuple[str, int]:
+        text = request.form.get("code", "").strip()
+        if not text:
+            return self.problem("QR コードの内容かリンクを貼り付けてください / Paste the QR payload or the link.",
+                                "scan")
+        try:
+            load_enrollment(self.state, self.phone)
+            if text.startswith("myna-gateway:"):
+                transaction = self.portal.lookup_transaction(link=text)
+            else:
+                transaction = self.portal.lookup_transaction(qr=text)
+        except PortalError as exc:
+            return self.problem(f"要求を開けません / Cannot open the request: {exc.title}", "scan")
+        except StateError as exc:
+            return self.problem(str(exc), "enroll")
+        if len(self.pending) >= _MAX_PENDING:
+            self.pending.pop(next(iter(self.pending)))
+        self.pending[transaction["transaction_id"]] = transaction
+        return self.page("transaction", transaction=transaction)
+
+    def decide(self, transaction_id: str) -> tuple[str, int]:
+        transaction = self.pending.get(transaction_id)
+        if transaction is None:
+            return self.problem("この要求はもう開いていません。もう一度スキャンしてください。 / "
+                                "This request is no longer open here: scan again.", "scan")
+        action = request.form.get("action", "")
+        if action == "decline":
+            return self.decline(transaction)
+        if action in {"approve", "fingerprint-fails"}:
+            return self.approve(transaction, fingerprint_matches=action == "approve")
+        return self.problem("不明な操作 / Unknown action", "transaction", transaction=transaction)
+
+    def decline(self, transaction: dict[str, Any]) -> tuple[str, int]:
+        self.pending.pop(transaction["transaction_id"], None)
+        try:
+            self.portal.decline_transaction(transaction["transaction_id"])
+        except PortalError as exc:
+            return self.problem(f"拒否を送れません / Cannot decline: {exc.title}", "scan")
+        return self.page("declined", transaction=transaction)
+
+    def approve(self, transaction: dict[str, Any], *, fingerprint_matches: bool) -> tuple[str, int]:
+        with self.lock:
+            try:
+                element, enrollment = self.state.load_phone(self.phone), load_enrollment(self.state, self.phone)
+                try:
+                    approve_transaction(client=self.portal, element=element, enrollment=enrollment,
+                                        transaction=transaction, fingerprint_matches=fingerprint_matches)
+                finally:
+                    self.state.save_phone(self.phone, element)  # a counter the SE spent stays spent
+            except UserVerificationFailed:
+                return self.problem("指紋が一致しませんでした。何も送信していません。 / "
+                                    "Fingerprint not recognised: nothing was sent.", "transaction",
+                                    transaction=transaction)
+            except PortalError as exc:
+                self.pending.pop(transaction["transaction_id"], None)
+                return self.problem(f"ポータルが承認を拒否しました / The portal refused the approval: {exc.title}",
+                                    "scan")
+            except (SecureElementError, StateError) as exc:
+                return self.problem(f"承認できません / Cannot approve: {exc}", "scan")
+        self.pending.pop(transaction["transaction_id"], None)
+        return self.page("approved", transaction=transaction)
+
+
+def create_phone_app(state_dir: Path, phone: str, portal_url: str, passphrase: bytes) -> Flask:
+    """The phone screen for ``phone`` in ``state_dir``, talking to the portal at ``portal_url``."""
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    screen = _PhoneScreen(state_dir, phone, portal_url, passphrase)
+    app.before_request(screen.check_form_token)
+    app.register_error_handler(403, screen.forbidden)
+    app.add_url_rule("/", "home", screen.home, methods=["GET"])
+    app.add_url_rule("/enroll", "enroll_phone", screen.enroll, methods=["POST"])
+    app.add_url_rule("/scan", "scan", screen.scan, methods=["POST"])
+    app.add_url_rule("/transactions/<transaction_id>", "decide", screen.decide, methods=["POST"])
+    return app
+
+
+def _cards(state_dir: Path) -> list[str]:
+    cards = state_dir / "cards"
+    return sorted(path.name for path in cards.iterdir() if (path / "card.json").is_file()) if cards.is_dir() else []
