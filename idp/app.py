@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from idp.ceremonies.approval import ApprovalService, ApprovalSettings
 from idp.ceremonies.device_api import PREFIX as DEVICE_PREFIX
 from idp.ceremonies.device_api import create_blueprint as create_device_blueprint
+from idp.ceremonies.device_management import DeviceManagement
+from idp.ceremonies.device_management import create_blueprint as create_management_blueprint
 from idp.ceremonies.device_transactions import APPROVAL_EXTENSION
 from idp.ceremonies.device_transactions import create_blueprint as create_transactions_blueprint
 from idp.ceremonies.devices import SqlDeviceDirectory
@@ -90,5 +92,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Flask:
         clock=shared_clock,
     )
     app.register_blueprint(create_transactions_blueprint())
+    app.register_blueprint(create_management_blueprint(DeviceManagement(
+        sessions=sessions, ephemeral=ephemeral, pki=pki, binding=app.extensions[APPROVAL_EXTENSION].settings,
+        clock=shared_clock,
+    )))
     serve_problems(app, DEVICE_PREFIX)
     return app

@@ -458,3 +458,57 @@ def approve_command(*, state_dir: Path, passphrase_file: Path | None, phone_name
         with _refusals():
             state.save_phone(phone_name, element)  # the signature counter went up
     click.echo("declined" if decline else "approved")
+
+
+_DEVICE_REASONS = ("cessationOfOperation", "superseded", "keyCompromise")
+
+
+@contextmanager
+def _enrolled_phone(state_dir: Path, passphrase_file: Path | None, phone_name: str) -> Iterator[tuple[Any, Any]]:
+    """The phone's SE and enrollment; saves the SE afterwards (its counter moved) and turns refusals into errors."""
+    from smartphone.phone_screen import load_enrollment  # noqa: PLC0415 - imports Flask; only here
+
+    state = _state(state_dir, passphrase_file)
+    with _refusals():
+        element = state.load_phone(phone_name)
+        enrollment = load_enrollment(state, phone_name)
+    try:
+        yield element, enrollment
+    except PortalError as exc:
+        state.save_phone(phone_name, element)  # a counter the SE spent stays spent
+        raise click.ClickException(f"the portal refused: {exc.title} ({exc.type})") from exc
+    except SecureElementError as exc:
+        raise click.ClickException(f"the secure element refused: {exc}; nothing was sent") from exc
+    with _refusals():
+        state.save_phone(phone_name, element)
+
+
+@phone.command("certificates")
+@_state_options
+@click.option("--phone", "phone_name", required=True, callback=_checked(functools.partial(check_name, "phone")),
+              help="Name of the enrolled phone in --state.")
+def phone_certificates(state_dir: Path, passphrase_file: Path | None, phone_name: str) -> None:
+    """List the phone's smartphone certificates at the portal (the SE signs a fresh challenge)."""
+    from smartphone.portal_client import device_certificates  # noqa: PLC0415 - appended command
+
+    with _enrolled_phone(state_dir, passphrase_file, phone_name) as (element, enrollment):
+        answer = device_certificates(client=PortalClient(enrollment.portal), element=element, enrollment=enrollment)
+    click.echo(f"device {answer['device_id']} at {enrollment.portal}: {answer['status']}")
+    for item in answer["certificates"]:
+        reason = f" ({item['reason']})" if item.get("reason") else ""
+        click.echo(f"  {item['kind']:<4} {item['serial']} {item['status']}{reason} until {item['not_after']}")
+
+
+@phone.command("revoke")
+@_state_options
+@click.option("--phone", "phone_name", required=True, callback=_checked(functools.partial(check_name, "phone")),
+              help="Name of the enrolled phone in --state.")
+@click.option("--reason", type=click.Choice(_DEVICE_REASONS), default="cessationOfOperation", show_default=True,
+              help="RFC 5280 reason given for both certificates.")
+def phone_revoke(state_dir: Path, passphrase_file: Path | None, phone_name: str, reason: str) -> None:
+    """Revoke the phone at the portal: both its certificates and the device. It cannot log in again."""
+    from smartphone.portal_client import revoke_device  # noqa: PLC0415 - appended command
+
+    with _enrolled_phone(state_dir, passphrase_file, phone_name) as (element, enrollment):
+        revoke_device(client=PortalClient(enrollment.portal), element=element, enrollment=enrollment, reason=reason)
+    click.echo(f"phone {phone_name!r} (device {enrollment.device_id}) revoked at {enrollment.portal}: {reason}")

@@ -35,12 +35,15 @@ __all__ = [
     "approve",
     "binding_digest",
     "consent_digest",
+    "device_certificates",
     "enroll",
+    "revoke_device",
 ]
 
 BINDING_LABEL = b"myna-enrollment-v1"
 ENROLLMENTS = "/device/v1/enrollments"
 TRANSACTIONS = "/device/v1/transactions"
+DEVICES = "/device/v1/devices"
 CONSENT_PURPOSE = "myna-consent-v1"
 
 
@@ -117,6 +120,20 @@ class PortalClient:
     def decline_transaction(self, transaction_id: str) -> dict[str, Any]:
         """``POST /device/v1/transactions/{id}/decline``. Raises PortalError."""
         return self._post(f"{TRANSACTIONS}/{transaction_id}/decline", {}, expect=200)
+
+    def device_challenge(self) -> dict[str, Any]:
+        """``POST /device/v1/devices/challenges``: a one-time challenge and its WebAuthn request options."""
+        return self._post(f"{DEVICES}/challenges", {})
+
+    def device_certificates(self, *, challenge_id: str, assertion: dict[str, Any]) -> dict[str, Any]:
+        """``POST /device/v1/devices/self/certificates``: the asserting device's certificates. Raises PortalError."""
+        return self._post(f"{DEVICES}/self/certificates", {"challenge_id": challenge_id, "assertion": assertion},
+                          expect=200)
+
+    def revoke_device(self, *, challenge_id: str, assertion: dict[str, Any], reason: str) -> dict[str, Any]:
+        """``POST /device/v1/devices/self/revoke``: revoke the asserting device. Raises PortalError."""
+        body = {"challenge_id": challenge_id, "assertion": assertion, "reason": reason}
+        return self._post(f"{DEVICES}/self/revoke", body, expect=200)
 
     def _post(self, path: str, body: dict[str, Any], *, expect: int = 201) -> dict[str, Any]:
         try:
@@ -237,3 +254,33 @@ def _certificate(text: object) -> x509.Certificate:
     if not isinstance(text, str):
         raise PortalError(201, "about:blank", "the portal returned a malformed certificate")
     return x509.load_der_x509_certificate(base64.b64decode(text, validate=True))
+
+
+def _device_assertion(
+    *, client: PortalClient, element: SecureElement, enrollment: Enrollment,
+) -> tuple[str, dict[str, Any]]:
+    """A fresh device-management challenge, signed by the authentication key (user verified)."""
+    started = client.device_challenge()
+    options = started["public_key"]
+    assertion = element.get_assertion(
+        credential_id=enrollment.auth_credential_id, rp_id=options["rpId"],
+        challenge=b64url_decode(options["challenge"]), origin=client.base_url,
+    )
+    return str(started["challenge_id"]), assertion
+
+
+def device_certificates(*, client: PortalClient, element: SecureElement, enrollment: Enrollment) -> dict[str, Any]:
+    """This phone's smartphone certificates and their status, authenticated by an assertion.
+
+    Raises PortalError and the SE's errors (UserVerificationFailed)."""
+    challenge_id, assertion = _device_assertion(client=client, element=element, enrollment=enrollment)
+    return client.device_certificates(challenge_id=challenge_id, assertion=assertion)
+
+
+def revoke_device(
+    *, client: PortalClient, element: SecureElement, enrollment: Enrollment, reason: str = "cessationOfOperation",
+) -> dict[str, Any]:
+    """Revoke this phone at the portal: both its certificates, and the device. Raises PortalError and
+    the SE's errors."""
+    challenge_id, assertion = _device_assertion(client=client, element=element, enrollment=enrollment)
+    return client.revoke_device(challenge_id=challenge_id, assertion=assertion, reason=reason)

@@ -38,8 +38,10 @@ __all__ = [
     "DeviceCredential",
     "LoginRejected",
     "Reason",
+    "VerifiedAssertion",
     "VerifiedLogin",
     "consent_digest",
+    "verify_assertion",
     "verify_login",
 ]
 
@@ -88,6 +90,16 @@ class DeviceCredential:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class VerifiedAssertion:
+    """A good assertion by an active device's authentication key: only ``verify_assertion`` builds one."""
+
+    device_id: str
+    person_id: str
+    new_sign_count: int
+    authenticated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class VerifiedLogin:
     """A login the portal may turn into a session: only ``verify_login`` builds one."""
 
@@ -127,10 +139,41 @@ def verify_login(
     now: datetime,
 ) -> VerifiedLogin:
     """Check the phone's approval of ``transaction``. Raises LoginRejected carrying a Reason."""
+    verified = verify_assertion(assertion=assertion, challenge=transaction.challenge, device=device,
+                                rp_id=rp_id, origin=origin, now=now)
+    consented = transaction.request.requested_attributes
+    if consented:
+        _check_consent(transaction, device, consent_signature, now)
+    return VerifiedLogin(
+        person_id=device.person_id,
+        device_id=device.device_id,
+        new_sign_count=verified.new_sign_count,
+        consented_attributes=consented,
+        signature_certificate_serial=(device.sign_certificate_status.serial_number
+                                      if consented and device.sign_certificate_status else None),
+        authenticated_at=now,
+    )
+
+
+def verify_assertion(
+    *,
+    assertion: dict[str, Any],
+    challenge: bytes,
+    device: DeviceCredential,
+    rp_id: str,
+    origin: str,
+    now: datetime,
+) -> VerifiedAssertion:
+    """Check an assertion by the device's authentication key over ``challenge`` (WebAuthn L3 §7.2),
+    then that its user-authentication certificate is good now. Raises LoginRejected carrying a Reason.
+
+    The part of ``verify_login`` that every phone-authenticated request shares (login approval,
+    device management); the caller stores ``new_sign_count`` with a conditional update.
+    """
     client_data, authenticator_data = _parse(assertion)
     if client_data.type != "webauthn.get":  # §7.2 step 11
         raise LoginRejected(Reason.WRONG_TYPE)
-    if not hmac.compare_digest(client_data.challenge, transaction.challenge):  # step 12
+    if not hmac.compare_digest(client_data.challenge, challenge):  # step 12
         raise LoginRejected(Reason.CHALLENGE_MISMATCH)
     if client_data.origin != origin:  # step 13
         raise LoginRejected(Reason.ORIGIN_MISMATCH)
@@ -145,7 +188,7 @@ def verify_login(
     try:
         verify_authentication_response(
             credential=assertion,
-            expected_challenge=transaction.challenge,
+            expected_challenge=challenge,
             expected_rp_id=rp_id,
             expected_origin=origin,
             credential_public_key=device.public_key,
@@ -155,18 +198,8 @@ def verify_login(
     except WebAuthnException as exc:  # step 21, the only check left to it
         raise LoginRejected(Reason.BAD_SIGNATURE) from exc
     _check_certificate(device.auth_certificate, now)
-    consented = transaction.request.requested_attributes
-    if consented:
-        _check_consent(transaction, device, consent_signature, now)
-    return VerifiedLogin(
-        person_id=device.person_id,
-        device_id=device.device_id,
-        new_sign_count=authenticator_data.sign_count,
-        consented_attributes=consented,
-        signature_certificate_serial=(device.sign_certificate_status.serial_number
-                                      if consented and device.sign_certificate_status else None),
-        authenticated_at=now,
-    )
+    return VerifiedAssertion(device_id=device.device_id, person_id=device.person_id,
+                             new_sign_count=authenticator_data.sign_count, authenticated_at=now)
 
 
 def _parse(assertion: dict[str, Any]) -> tuple[Any, Any]:
