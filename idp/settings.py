@@ -110,6 +110,10 @@ class OidcSettings:
     client_assertion_max_age: timedelta = timedelta(minutes=5)
     """How long a private_key_jwt assertion's jti is remembered to refuse its replay (RFC 7523 §3)."""
 
+    client_cache_ttl: timedelta = timedelta(seconds=30)
+    """How long each process reuses what it read of a registered client. ``idp clients remove``
+    (or a new registration) takes effect in a running portal within this time."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class LoginSettings:

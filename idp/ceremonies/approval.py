@@ -24,6 +24,7 @@ from idp.ceremonies.transactions import (
     LoginTransaction,
     Outcome,
     OutcomeKind,
+    TransactionState,
     TransactionStatus,
     TransactionStore,
 )
@@ -96,20 +97,21 @@ class ApprovalService:
         Raises QrRejected, UnknownTransaction or TransactionClosed.
         """
         scanned = read_qr_payload(payload)
-        transaction = self._transactions.get(scanned.transaction_id)
-        verify_qr(scanned, secret=transaction.qr_secret, now=self._clock.now(),
+        now = self._clock.now()
+        state = self._transactions.load(scanned.transaction_id, now=now)
+        verify_qr(scanned, secret=state.transaction.qr_secret, now=now,
                   period=self._settings.qr_period, max_age=self._settings.qr_max_age)
-        return self._open(transaction)
+        return self._open(state)
 
     def from_link(self, transaction_id: str, token: str) -> LoginTransaction:
         """The open transaction a same-device link names.
 
         Raises QrRejected, UnknownTransaction or TransactionClosed.
         """
-        transaction = self._transactions.get(transaction_id)
-        if not hmac.compare_digest(token.encode(), transaction.same_device_token.encode()):
+        state = self._transactions.load(transaction_id, now=self._clock.now())
+        if not hmac.compare_digest(token.encode(), state.transaction.same_device_token.encode()):
             raise QrRejected("the link was not made for this transaction")
-        return self._open(transaction)
+        return self._open(state)
 
     def approve(
         self,
@@ -124,8 +126,7 @@ class ApprovalService:
         or revoked device is BAD_SIGNATURE to the phone, as no enrolled key made it), or
         AssertionReplayed.
         """
-        transaction = self._transactions.get(transaction_id)
-        self._require_open(transaction)
+        transaction = self._require_open(self._transactions.load(transaction_id, now=self._clock.now()))
         device = self._devices.credential(
             _credential_id(assertion), with_signature_certificate=bool(transaction.request.requested_attributes),
         )
@@ -157,21 +158,22 @@ class ApprovalService:
 
     def decline(self, transaction_id: str) -> None:
         """The user said no on the phone. Raises UnknownTransaction or TransactionClosed."""
-        transaction = self._transactions.get(transaction_id)
-        self._require_open(transaction)
+        transaction = self._require_open(self._transactions.load(transaction_id, now=self._clock.now()))
         if not self._transactions.settle(transaction, Outcome(kind=OutcomeKind.DECLINED)):
             raise TransactionClosed(self._transactions.status(transaction, now=self._clock.now()))
         log.info("login.declined transaction=%s", transaction.id)
 
-    def _open(self, transaction: LoginTransaction) -> LoginTransaction:
-        self._require_open(transaction)
-        self._transactions.mark_scanned(transaction)
+    def _open(self, state: TransactionState) -> LoginTransaction:
+        transaction = self._require_open(state)
+        if state.status is TransactionStatus.PENDING:  # a second phone's scan changes nothing
+            self._transactions.mark_scanned(transaction)
         return transaction
 
-    def _require_open(self, transaction: LoginTransaction) -> None:
-        status = self._transactions.status(transaction, now=self._clock.now())
-        if status not in _OPEN:
-            raise TransactionClosed(status)
+    @staticmethod
+    def _require_open(state: TransactionState) -> LoginTransaction:
+        if state.status not in _OPEN:
+            raise TransactionClosed(state.status)
+        return state.transaction
 
 
 def _credential_id(assertion: dict[str, Any]) -> bytes:

@@ -11,7 +11,8 @@ operation, never a read-modify-write:
 ``txn:<id>:claimed``  the browser took the approved outcome to mint its authorization code
                       (``put_new``): a second claim fails, so one approval yields one code
 
-The status the browser and phone see is derived from which of these keys exist.
+The status the browser and phone see is derived from which of these keys exist; ``load`` reads
+the transaction and all three in one MGET (one round trip).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "LoginTransaction",
     "Outcome",
     "OutcomeKind",
+    "TransactionState",
     "TransactionStatus",
     "TransactionStore",
     "UnknownTransaction",
@@ -166,6 +168,16 @@ def _outcome_from_json(raw: bytes) -> Outcome:
     return Outcome(**data)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransactionState:
+    """A transaction and where it stood when read: one consistent read of all its keys."""
+
+    transaction: LoginTransaction
+    status: TransactionStatus
+    outcome: Outcome | None
+    """The decision, when there is one; written once, so it stays true after the read."""
+
+
 class TransactionStore:
     """Opens, reads and settles login transactions in the ephemeral store."""
 
@@ -208,18 +220,17 @@ class TransactionStore:
             raise UnknownTransaction(transaction_id)
         return LoginTransaction.from_json(raw)
 
+    def load(self, transaction_id: str, *, now: datetime) -> TransactionState:
+        """The live transaction and its status, in one read. Raises UnknownTransaction."""
+        raw, *parts = self._store.get_many([_key(transaction_id), *_part_keys(transaction_id)])
+        if raw is None:
+            raise UnknownTransaction(transaction_id)
+        transaction = LoginTransaction.from_json(raw)
+        return _state(transaction, *parts, now=now)
+
     def status(self, transaction: LoginTransaction, *, now: datetime) -> TransactionStatus:
-        """Where the transaction stands, derived from its keys."""
-        if self._store.get(_key(transaction.id, "claimed")) is not None:
-            return TransactionStatus.COMPLETED
-        outcome = self.outcome(transaction)
-        if outcome is not None:
-            return TransactionStatus(outcome.kind.value)
-        if now >= transaction.expires_at:
-            return TransactionStatus.EXPIRED
-        if self._store.get(_key(transaction.id, "scanned")) is not None:
-            return TransactionStatus.SCANNED
-        return TransactionStatus.PENDING
+        """Where the transaction stands, derived from its keys (read in one MGET)."""
+        return _state(transaction, *self._store.get_many(_part_keys(transaction.id)), now=now).status
 
     def mark_scanned(self, transaction: LoginTransaction) -> bool:
         """Record that a phone fetched the transaction; True for the first phone only."""
@@ -235,9 +246,13 @@ class TransactionStore:
         raw = self._store.get(_key(transaction.id, "outcome"))
         return None if raw is None else _outcome_from_json(raw)
 
-    def claim(self, transaction: LoginTransaction) -> Outcome | None:
-        """Take an approved outcome for the browser, once: None when not approved or already claimed."""
-        outcome = self.outcome(transaction)
+    def claim(self, transaction: LoginTransaction, outcome: Outcome | None = None) -> Outcome | None:
+        """Take an approved outcome for the browser, once: None when not approved or already claimed.
+
+        ``outcome``: the decision as ``load`` read it (an outcome is written once), else read here.
+        """
+        if outcome is None:
+            outcome = self.outcome(transaction)
         if outcome is None or outcome.kind is not OutcomeKind.APPROVED:
             return None
         if not self._store.put_new(_key(transaction.id, "claimed"), b"1", ttl=self._remaining(transaction)):
@@ -252,6 +267,30 @@ class TransactionStore:
 def browser_binding(browser_secret: str) -> str:
     """What the transaction stores of the browser's secret: its SHA-256, base64url."""
     return base64.urlsafe_b64encode(hashlib.sha256(browser_secret.encode()).digest()).rstrip(b"=").decode()
+
+
+def _part_keys(transaction_id: str) -> list[str]:
+    """The keys ``_state`` derives the status from, in its argument order."""
+    return [_key(transaction_id, "claimed"), _key(transaction_id, "outcome"), _key(transaction_id, "scanned")]
+
+
+def _state(
+    transaction: LoginTransaction, claimed: bytes | None, outcome_raw: bytes | None, scanned: bytes | None,
+    *, now: datetime,
+) -> TransactionState:
+    """Where the transaction stands, from which of its keys exist."""
+    outcome = None if outcome_raw is None else _outcome_from_json(outcome_raw)
+    if claimed is not None:
+        status = TransactionStatus.COMPLETED
+    elif outcome is not None:
+        status = TransactionStatus(outcome.kind.value)
+    elif now >= transaction.expires_at:
+        status = TransactionStatus.EXPIRED
+    elif scanned is not None:
+        status = TransactionStatus.SCANNED
+    else:
+        status = TransactionStatus.PENDING
+    return TransactionState(transaction=transaction, status=status, outcome=outcome)
 
 
 def _key(transaction_id: str, part: str | None = None) -> str:

@@ -5,9 +5,12 @@ gate between an operator's typo and a redirect URI the portal will send codes to
 validated before anything is written; a rejection is ``InvalidClientMetadata`` or
 ``InvalidRedirectUri``, named for the RFC 7591 §3.2.2 error codes.
 
-Caching: none. ``get`` reads the database each time, so a client removed by any process is
-refused by every other at once. A cache, when profiling asks for one, must be cleared on
-``register``/``remove`` in this process and bounded by a short TTL setting for the others.
+Caching: ``get`` and ``verify_secret`` are read on every authorization, token and userinfo
+request, so the registry keeps what it read of a client (or that there is none) for
+``cache_ttl`` (the ``oidc.client_cache_ttl`` setting, 30 s). ``register`` and ``remove`` clear
+the cache of this process at once; in every other process a removed client is refused, and a
+new one found, within ``cache_ttl``. A ``cache_ttl`` of zero (the default, used by the CLI)
+reads the database each time.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import base64
 import builtins
 import copy
+import dataclasses
 import hashlib
 import hmac
 import re
@@ -22,7 +26,7 @@ import secrets
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import SplitResult, urlsplit
 
@@ -31,6 +35,7 @@ from joserfc.jwk import JWKRegistry, Key
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from idp.clock import Clock, SystemClock
 from idp.oidc.records import AuthMethod, Client, IdTokenAlgorithm
 
 __all__ = [
@@ -124,8 +129,17 @@ class ClientRegistry:
 
     _NO_SECRET_DIGEST = hashlib.sha256(b"").digest()
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], *, cache_ttl: timedelta = timedelta(0), clock: Clock | None = None,
+    ) -> None:
+        """``cache_ttl``: how long a read of a client is reused (zero: never; see the module's notes)."""
         self._sessions = sessions
+        self._cache_ttl = cache_ttl
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._cache: dict[str, _Cached] = {}
+
+    def __repr__(self) -> str:
+        return f"ClientRegistry(cache_ttl={self._cache_ttl})"
 
     def register(
         self,
@@ -170,13 +184,15 @@ class ClientRegistry:
         )
         with self._sessions.begin() as session:
             session.add(row)
+        self._cache.clear()
         return RegisteredClient(client=_info(row), client_secret=secret)
 
     def get(self, client_id: str) -> ClientInfo | None:
-        """The client registered as ``client_id``, or None."""
-        with self._sessions.begin() as session:
-            row = session.get(Client, client_id)
-            return None if row is None else _info(row)
+        """The client registered as ``client_id``, or None (as of at most ``cache_ttl`` ago)."""
+        info = self._read(client_id).info
+        if info is None or info.jwks is None:
+            return info
+        return dataclasses.replace(info, jwks=copy.deepcopy(info.jwks))  # a copy per read, as documented
 
     def list(self) -> builtins.list[ClientInfo]:
         """Every registered client, oldest first."""
@@ -190,19 +206,48 @@ class ClientRegistry:
             removed = session.execute(
                 delete(Client).where(Client.client_id == client_id).returning(Client.client_id),
             ).first()
-            return removed is not None
+        self._cache.clear()
+        return removed is not None
 
     def verify_secret(self, client_id: str, secret: str) -> bool:
         """Whether ``secret`` is the client's secret (RFC 6749 §2.3.1), compared in constant time.
 
         False for an unknown client and for a client that has no secret (``private_key_jwt``).
         """
-        with self._sessions.begin() as session:
-            stored = session.scalar(select(Client.client_secret_sha256).where(Client.client_id == client_id))
+        stored = self._read(client_id).secret_sha256
         # Compare even when there is nothing to compare with, so that the time taken does not
         # tell an unknown client from a wrong secret.
         matches = hmac.compare_digest(_digest(secret), stored or self._NO_SECRET_DIGEST)
         return matches and stored is not None
+
+    def _read(self, client_id: str) -> _Cached:
+        """The client's row as last read, re-read from the database once ``cache_ttl`` has passed."""
+        now = self._clock.now()
+        cached = self._cache.get(client_id)
+        if cached is not None and now < cached.expires_at:
+            return cached
+        with self._sessions.begin() as session:
+            row = session.get(Client, client_id)
+            fresh = _Cached(
+                info=None if row is None else _info(row),
+                secret_sha256=None if row is None else row.client_secret_sha256,
+                expires_at=now + self._cache_ttl,
+            )
+        if self._cache_ttl > timedelta(0):
+            if len(self._cache) >= _CACHE_LIMIT:  # unknown client_ids must not grow it without bound
+                self._cache.clear()
+            self._cache[client_id] = fresh
+        return fresh
+
+
+_CACHE_LIMIT = 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Cached:
+    info: ClientInfo | None
+    secret_sha256: bytes | None = field(repr=False)
+    expires_at: datetime
 
 
 def _digest(secret: str) -> bytes:

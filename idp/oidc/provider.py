@@ -13,6 +13,8 @@ import secrets
 from functools import cached_property
 from typing import Any
 
+from cryptography import x509
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from idp.ceremonies.transactions import LoginTransaction, Outcome, TransactionStore
@@ -22,13 +24,15 @@ from idp.oidc.claims import identity_claims, requested_claims
 from idp.oidc.clients import ClientInfo, ClientRegistry
 from idp.oidc.codes import CodeStore, IssuedCode
 from idp.oidc.grants import ConsentService, GrantService
+from idp.oidc.grants_records import Consent, Grant
 from idp.oidc.keys import KeyStore
 from idp.oidc.pairwise import pairwise_subject
 from idp.oidc.par import PushedRequests
 from idp.pki.attributes import MalformedAttributes
-from idp.pki.records import SqlCertificateRegistry
+from idp.pki.records import IssuedCertificate
 from idp.pki.service import SMARTPHONE_CA_NAME
 from idp.settings import Settings
+from idp.store.database import engine_of, single_statement
 from idp.store.ephemeral import EphemeralStore
 
 __all__ = ["ENDPOINTS", "OidcProvider"]
@@ -54,7 +58,7 @@ class OidcProvider:
         self.settings = settings
         self.clock = clock
         self.issuer = settings.issuer
-        self.clients = ClientRegistry(sessions)
+        self.clients = ClientRegistry(sessions, cache_ttl=settings.oidc.client_cache_ttl, clock=clock)
         self.transactions = TransactionStore(ephemeral, ttl=settings.login.transaction_ttl)
         self.access_tokens = AccessTokenStore(ephemeral, ttl=settings.oidc.access_token_ttl)
         self.codes = CodeStore(ephemeral, ttl=settings.oidc.code_ttl, replay_window=settings.oidc.refresh_token_ttl)
@@ -64,7 +68,7 @@ class OidcProvider:
         )
         self.consents = ConsentService(sessions)
         self.ephemeral = ephemeral
-        self._certificates = SqlCertificateRegistry(sessions, SMARTPHONE_CA_NAME)
+        self._engine = engine_of(sessions)
 
     def __repr__(self) -> str:
         return f"OidcProvider(issuer={self.issuer!r})"
@@ -118,20 +122,44 @@ class OidcProvider:
 
         Only attributes that were asked for, approved on the phone for this grant, and whose
         consent still stands; read from the signature certificate the approval named.
+
+        One statement reads the grant, its standing consents and the certificate's DER.
         """
-        grant = self.grants.grant(grant_id)
-        if grant is None or grant.signature_certificate_serial is None:
+        with single_statement(self._engine) as connection:
+            rows = connection.execute(_RELEASE, {"grant_id": grant_id}).all()
+        if not rows:
+            return {}
+        grant = rows[0]
+        if grant.signature_certificate_serial is None:
             return {}
         wanted = requested_claims(scope=grant.scope, claims=grant.claims, location=location)
         release = wanted & set(grant.consented_attributes)
         if not release:
             return {}
-        release &= self.consents.granted(person_id=grant.person_id, client_id=grant.client_id)
-        certificate = self._certificates.certificate(int(grant.signature_certificate_serial))
-        if certificate is None or not release:
+        release &= frozenset(name for row in rows if row.consent is not None for name in row.consent)
+        if grant.der is None or not release:
             return {}
         try:
+            certificate = x509.load_der_x509_certificate(grant.der)
             return identity_claims(certificate=certificate, release=release, verified_at=grant.auth_time)
         except MalformedAttributes:
             logger.warning("userinfo.attributes_unreadable grant=%s", grant_id)
             return {}
+
+
+_RELEASE = (
+    select(
+        Grant.scope, Grant.claims, Grant.consented_attributes, Grant.signature_certificate_serial, Grant.auth_time,
+        IssuedCertificate.der, Consent.attributes.label("consent"),
+    )
+    .select_from(Grant)
+    .outerjoin(IssuedCertificate, and_(
+        IssuedCertificate.authority == SMARTPHONE_CA_NAME,
+        IssuedCertificate.serial == Grant.signature_certificate_serial,
+    ))
+    .outerjoin(Consent, and_(
+        Consent.person_id == Grant.person_id, Consent.client_id == Grant.client_id, Consent.revoked_at.is_(None),
+    ))
+    .where(Grant.grant_id == bindparam("grant_id"))
+)
+"""A grant with its smartphone signature certificate's DER and one row per consent still standing."""

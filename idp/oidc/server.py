@@ -35,6 +35,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from idp.oidc.access_tokens import AccessTokenInfo
+from idp.oidc.claims import requested_claims
 from idp.oidc.clients import ClientInfo
 from idp.oidc.codes import IssuedCode, Redemption, code_hash
 from idp.oidc.errors import InvalidClientError
@@ -244,7 +245,11 @@ class IdTokenExtension(OpenIDCode):  # type: ignore[misc] # Authlib is untyped
         }
         if issued.acr is not None:
             claims["acr"] = issued.acr
-        claims.update(provider.released_claims(issued.grant_id, location="id_token"))
+        # The grant was just made from this code: when the code asks no attributes in the ID
+        # token, neither does the grant, and the lookup is skipped.
+        wanted = requested_claims(scope=issued.request.scope, claims=issued.request.claims, location="id_token")
+        if wanted & set(issued.consented_attributes):
+            claims.update(provider.released_claims(issued.grant_id, location="id_token"))
         return jwt.encode({"alg": key.alg, "kid": key.kid, "typ": "JWT"}, claims, key.key, algorithms=[key.alg])
 
     def exists_nonce(self, nonce: str, request: Any) -> bool:  # pragma: no cover - authorization side unused

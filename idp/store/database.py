@@ -37,10 +37,12 @@ __all__ = [
     "SchemaMigrationError",
     "alembic_config",
     "current_revision",
+    "engine_of",
     "head_revision",
     "make_engine",
     "make_session_factory",
     "migration_connection",
+    "single_statement",
     "transaction",
     "upgrade",
 ]
@@ -58,6 +60,14 @@ NAMING_CONVENTION: dict[str, str] = {
 names every constraint as PostgreSQL will, and a later migration can drop it by that name (batch
 mode on SQLite needs names too). SQLAlchemy shortens names past PostgreSQL's 63 characters
 deterministically."""
+
+POOL_SIZE = 4
+"""Connections each process keeps open. A gunicorn sync worker serves one request at a time and
+a request holds at most one or two connections at once; the overflow covers threaded callers."""
+POOL_MAX_OVERFLOW = 8
+POOL_RECYCLE_SECONDS = 1800
+"""A pooled PostgreSQL connection is replaced after this long, before any idle timeout of a
+proxy or firewall between the portal and the database closes it under us."""
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 """How long a SQLite connection waits for another thread's write transaction before failing."""
@@ -95,8 +105,13 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _configure_sqlite_connection)
         event.listen(engine, "begin", _begin_sqlite_transaction)
         return engine
-    # pre-ping: a PostgreSQL restart or failover must cost one reconnect, not one failed request.
-    return create_engine(parsed, pool_pre_ping=True)
+    # No pre-ping: it is one more round trip on every checkout, i.e. on nearly every request. A
+    # connection dropped by a PostgreSQL restart or failover raises a disconnect error on first use;
+    # SQLAlchemy then invalidates the whole pool, so each process fails that one request and
+    # reconnects for the next. pool_recycle retires connections before idle timeouts do.
+    return create_engine(
+        parsed, pool_size=POOL_SIZE, max_overflow=POOL_MAX_OVERFLOW, pool_recycle=POOL_RECYCLE_SECONDS,
+    )
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -113,6 +128,29 @@ def transaction(session_factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session in one transaction: committed when the block ends, rolled back if it raises."""
     with session_factory.begin() as session:
         yield session
+
+
+def engine_of(sessions: sessionmaker[Session]) -> Engine:
+    """The engine ``sessions`` is bound to (``make_session_factory``)."""
+    engine: Engine = sessions.kw["bind"]
+    return engine
+
+
+@contextmanager
+def single_statement(engine: Engine) -> Iterator[Connection]:
+    """A connection for one statement that is atomic on its own: a SELECT, a conditional UPDATE.
+
+    On PostgreSQL it runs in autocommit, so the statement costs one round trip instead of three
+    (BEGIN, the statement, COMMIT); a single statement is its own transaction there. On SQLite it
+    is an ordinary transaction (``BEGIN IMMEDIATE``), committed when the block ends. Never use it
+    for two statements that must see or change the database together: use ``transaction``.
+    """
+    with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            # Set on the checked-out connection only; the pool restores the default isolation at checkin.
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+        yield connection
+        connection.commit()
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

@@ -17,7 +17,7 @@ import heapq
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
@@ -83,6 +83,13 @@ class KeyValueStore(Protocol):
         """The value, or None when absent or expired."""
         ...
 
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values of ``keys`` in their order, None for each absent or expired one.
+
+        One read of them all (MGET): a request that needs several keys pays one round trip.
+        """
+        ...
+
     def delete(self, key: str) -> bool:
         """Remove the key; False when it was absent."""
         ...
@@ -143,6 +150,14 @@ class RedisEphemeralStore:
         """GET key."""
         with _translated_errors():
             return _bytes_or_none(self._client.get(self._prefix + key))
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """MGET key [key ...]."""
+        if not keys:
+            return []
+        with _translated_errors():
+            values = self._client.mget([self._prefix + key for key in keys])
+        return [_bytes_or_none(value) for value in values]
 
     def delete(self, key: str) -> bool:
         """DEL key."""
@@ -206,6 +221,12 @@ class MemoryEphemeralStore:
         with self._locked():
             entry = self._entries.get(key)
             return None if entry is None else entry[0]
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The unexpired values, read under one lock."""
+        with self._locked():
+            found = [self._entries.get(key) for key in keys]
+        return [None if entry is None else entry[0] for entry in found]
 
     def delete(self, key: str) -> bool:
         """Remove the key; False when it was absent or expired."""

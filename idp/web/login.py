@@ -37,6 +37,7 @@ from idp.ceremonies.transactions import (
     LoginTransaction,
     Outcome,
     OutcomeKind,
+    TransactionState,
     TransactionStatus,
     UnknownTransaction,
     browser_binding,
@@ -230,17 +231,24 @@ def _transaction(provider: OidcProvider, transaction_id: str) -> LoginTransactio
         return None
 
 
+def _state(provider: OidcProvider, transaction_id: str) -> TransactionState | None:
+    try:
+        return provider.transactions.load(transaction_id, now=provider.clock.now())
+    except UnknownTransaction:
+        return None
+
+
 def status(transaction_id: str) -> Response:
     """The transaction's status for the waiting page; the QR code while it waits for a scan."""
     provider = _provider()
-    transaction = _transaction(provider, transaction_id)
+    state = _state(provider, transaction_id)
     body: dict[str, Any]
-    if transaction is None:
+    if state is None:
         body = {"status": TransactionStatus.EXPIRED.value}
-    elif not _bound(transaction.browser_binding):
+    elif not _bound(state.transaction.browser_binding):
         return _json({"error": "not_this_browser"}, 403)
     else:
-        current = provider.transactions.status(transaction, now=provider.clock.now())
+        transaction, current = state.transaction, state.status
         body = {"status": current.value}
         if current is TransactionStatus.PENDING:
             body["qr_payload"], body["qr_svg"] = current_qr(provider, transaction)
@@ -276,15 +284,15 @@ def _deny(provider: OidcProvider, redirect_uri: str, state: str | None, descript
 def continue_login(transaction_id: str) -> Response:
     """Back to the client: the code for an approved login (once), access_denied otherwise."""
     provider = _provider()
-    transaction = _transaction(provider, transaction_id)
-    if transaction is None:
+    state = _state(provider, transaction_id)
+    if state is None:
         return _continue_gone(provider, transaction_id)
+    transaction, current = state.transaction, state.status
     if not _bound(transaction.browser_binding):
         return error_page("access_denied", "This login was started in another browser.", status=403)
     authorization = transaction.request
-    current = provider.transactions.status(transaction, now=provider.clock.now())
     if current is TransactionStatus.APPROVED:
-        outcome = provider.transactions.claim(transaction)
+        outcome = provider.transactions.claim(transaction, state.outcome)
         if outcome is not None:
             code = provider.finish_login(transaction, outcome)
             return redirect_to_client(

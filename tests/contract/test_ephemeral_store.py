@@ -45,6 +45,25 @@ def test_get_of_an_absent_key_is_none(ephemeral_store: EphemeralStore):
     assert ephemeral_store.get("never-stored") is None
 
 
+def test_get_many_returns_the_values_in_order_none_for_absent(ephemeral_store: EphemeralStore):
+    ephemeral_store.put("first", b"\x00one", ttl=TTL)
+    ephemeral_store.put("third", b"three\xff", ttl=TTL)
+
+    values = ephemeral_store.get_many(["third", "second", "first", "third"])
+
+    assert values == [b"three\xff", None, b"\x00one", b"three\xff"]
+    assert ephemeral_store.get_many([]) == []
+
+
+def test_get_many_misses_expired_values(ephemeral_store: EphemeralStore, elapse: Callable[[timedelta], None]):
+    ephemeral_store.put("short", b"state", ttl=TTL)
+    ephemeral_store.put("long", b"state", ttl=timedelta(minutes=1))
+
+    elapse(PAST_TTL)
+
+    assert ephemeral_store.get_many(["short", "long"]) == [None, b"state"]
+
+
 def test_put_replaces_the_value(ephemeral_store: EphemeralStore):
     ephemeral_store.put("transaction", b"first", ttl=TTL)
     ephemeral_store.put("transaction", b"second", ttl=TTL)
@@ -256,10 +275,11 @@ def test_redis_client_returning_text_is_refused():
         lambda store: store.put_new("key", b"value", ttl=TTL),
         lambda store: store.take("key"),
         lambda store: store.get("key"),
+        lambda store: store.get_many(["key", "other"]),
         lambda store: store.delete("key"),
         lambda store: store.increment("key", ttl=TTL),
     ],
-    ids=["put", "put_new", "take", "get", "delete", "increment"],
+    ids=["put", "put_new", "take", "get", "get_many", "delete", "increment"],
 )
 def test_unreachable_redis_is_unavailable(operation):
     store = open_ephemeral_store("redis://127.0.0.1:1/0")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -286,6 +287,44 @@ def test_removed_client_is_gone(registry: ClientRegistry, valid: dict[str, Any])
     assert registry.get(removed.client.client_id) is None
     assert registry.verify_secret(removed.client.client_id, removed.client_secret) is False
     assert registry.list() == [kept.client]
+
+
+def test_cached_client_is_removed_here_at_once_elsewhere_within_the_ttl(
+    sessions: sessionmaker[Session], valid: dict[str, Any], fixed_clock: FixedClock,
+):
+    ttl = timedelta(seconds=30)
+    here = ClientRegistry(sessions, cache_ttl=ttl, clock=fixed_clock)
+    elsewhere = ClientRegistry(sessions, cache_ttl=ttl, clock=fixed_clock)  # another worker's registry
+    registered = here.register(**valid)
+    client_id, secret = registered.client.client_id, registered.client_secret
+    assert secret is not None
+    assert elsewhere.get(client_id) == registered.client
+    assert elsewhere.verify_secret(client_id, secret) is True
+
+    assert here.remove(client_id) is True
+
+    assert here.get(client_id) is None
+    assert here.verify_secret(client_id, secret) is False
+    assert elsewhere.get(client_id) == registered.client  # cached, for at most the TTL
+    fixed_clock.advance(ttl)
+    assert elsewhere.get(client_id) is None
+    assert elsewhere.verify_secret(client_id, secret) is False
+
+
+def test_cached_client_returns_a_copy_of_its_keys(
+    sessions: sessionmaker[Session], key_client: dict[str, Any], fixed_clock: FixedClock,
+):
+    registry = ClientRegistry(sessions, cache_ttl=timedelta(seconds=30), clock=fixed_clock)
+    client_id = registry.register(**key_client).client.client_id
+    first = registry.get(client_id)
+    assert first is not None
+    assert first.jwks is not None
+    first.jwks["keys"].clear()  # type: ignore[attr-defined] # a caller that mutates what it was given
+
+    second = registry.get(client_id)
+
+    assert second is not None
+    assert second.jwks == {"keys": [EC_PUBLIC]}
 
 
 def test_removing_an_unknown_client_returns_false(registry: ClientRegistry, valid: dict[str, Any]):
