@@ -215,7 +215,7 @@ def check_claims_parameter(request: Checking) -> None:
         return
     try:
         claims = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested past the parser's depth
         raise request.redirecting(InvalidRequestError("claims must be a JSON object")) from None
     if not isinstance(claims, dict):
         raise request.redirecting(InvalidRequestError("claims must be a JSON object"))

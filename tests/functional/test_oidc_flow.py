@@ -417,6 +417,7 @@ def test_redirect_uri_mismatch_is_shown_not_redirected(browser: FlaskClient, rp:
     pytest.param({"scope": "openid sign"}, "invalid_scope", id="scope_not_allowed"),
     pytest.param({"scope": "profile"}, "invalid_scope", id="openid_missing"),
     pytest.param({"claims": "{not json"}, "invalid_request", id="malformed_claims"),
+    pytest.param({"claims": "[" * 1000 + "]" * 1000}, "invalid_request", id="claims_nested_past_parser_depth"),
     pytest.param({"prompt": "none"}, "login_required", id="prompt_none_without_session"),
     pytest.param({"max_age": "-1"}, "invalid_request", id="bad_max_age"),
     pytest.param({"request": "eyJ..."}, "request_not_supported", id="request_object"),
