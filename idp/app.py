@@ -88,6 +88,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Flask:
         settings=ApprovalSettings(
             rp_id=urlsplit(settings.issuer).hostname or "", origin=settings.issuer,
             qr_period=settings.login.qr_rotation, qr_max_age=settings.login.qr_max_age,
+            link_max_age=settings.login.link_max_age,
         ),
         clock=shared_clock,
     )

@@ -128,6 +128,10 @@ class LoginSettings:
     qr_max_age: timedelta = timedelta(seconds=3)
     """How old a scanned QR code may be when the phone presents it: rotation plus network delay."""
 
+    link_max_age: timedelta = timedelta(seconds=60)
+    """How old a same-device link may be when the phone opens it. The page renews the link every
+    rotation, like the QR code, so a link copied from the page and relayed goes stale."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:

@@ -10,7 +10,6 @@ what it needs and records its verdict, each write a single atomic step.
 from __future__ import annotations
 
 import base64
-import hmac
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,7 +17,7 @@ from typing import Any
 
 from idp.ceremonies.devices import SqlDeviceDirectory
 from idp.ceremonies.login import LoginRejected, Reason, verify_login
-from idp.ceremonies.qr import QrRejected, read_qr_payload, verify_qr
+from idp.ceremonies.qr import QrRejected, ScannedQr, read_qr_payload, verify_qr
 from idp.ceremonies.transactions import (
     ACR_SMARTPHONE_SE,
     LoginTransaction,
@@ -65,6 +64,7 @@ class ApprovalSettings:
     origin: str
     qr_period: timedelta
     qr_max_age: timedelta
+    link_max_age: timedelta
 
 
 class ApprovalService:
@@ -108,9 +108,13 @@ class ApprovalService:
 
         Raises QrRejected, UnknownTransaction or TransactionClosed.
         """
-        state = self._transactions.load(transaction_id, now=self._clock.now())
-        if not hmac.compare_digest(token.encode(), state.transaction.same_device_token.encode()):
-            raise QrRejected("the link was not made for this transaction")
+        step, _, tag = token.partition(".")
+        if not step.isdigit() or not tag:
+            raise QrRejected("not a Myna Gateway link")
+        now = self._clock.now()
+        state = self._transactions.load(transaction_id, now=now)
+        verify_qr(ScannedQr(transaction_id=transaction_id, step=int(step), tag=tag), secret=state.transaction.qr_secret,
+                  now=now, period=self._settings.qr_period, max_age=self._settings.link_max_age)
         return self._open(state)
 
     def approve(

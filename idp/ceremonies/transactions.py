@@ -120,8 +120,6 @@ class LoginTransaction:
     """Shown on the login page and on the phone, so a relayed request is caught by the user."""
     qr_secret: bytes = field(repr=False)
     """Keys the rotating QR code's HMAC (``idp.ceremonies.qr``); never leaves the portal."""
-    same_device_token: str = field(repr=False)
-    """Carried by the same-device link instead of a QR code."""
     browser_binding: str = field(repr=False)
     """SHA-256 of a secret in the starting browser's cookie: only that browser may claim the code."""
     challenge: bytes = field(repr=False)
@@ -203,7 +201,6 @@ class TransactionStore:
             rp_name=rp_name,
             verification_code=f"{secrets.randbelow(10**VERIFICATION_CODE_DIGITS):0{VERIFICATION_CODE_DIGITS}d}",
             qr_secret=secrets.token_bytes(32),
-            same_device_token=secrets.token_urlsafe(16),
             browser_binding=browser_binding(browser_secret),
             challenge=secrets.token_bytes(32),
             created_at=now.astimezone(UTC),

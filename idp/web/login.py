@@ -31,7 +31,7 @@ import segno
 from flask import Blueprint, Flask, current_app, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from idp.ceremonies.qr import qr_payload
+from idp.ceremonies.qr import qr_payload, read_qr_payload
 from idp.ceremonies.transactions import (
     AuthorizationRequest,
     LoginTransaction,
@@ -161,9 +161,14 @@ def current_qr(provider: OidcProvider, transaction: LoginTransaction) -> tuple[s
     return payload, data_uri
 
 
-def same_device_link(transaction: LoginTransaction) -> str:
-    """``myna-gateway://transaction?id=…&token=…``: opens the phone app on this device."""
-    query = urlencode({"id": transaction.id, "token": transaction.same_device_token})
+def same_device_link(qr_text: str) -> str:
+    """``myna-gateway://transaction?id=…&token=<step>.<tag>``: opens the phone app on this device.
+
+    The token is the current QR code's time step and HMAC tag, so the link goes stale as the
+    QR code does (after ``login.link_max_age``); the page renews it with every status poll.
+    """
+    scanned = read_qr_payload(qr_text)
+    query = urlencode({"id": scanned.transaction_id, "token": f"{scanned.step}.{scanned.tag}"})
     return f"{SAME_DEVICE_SCHEME}://transaction?{query}"
 
 
@@ -177,7 +182,7 @@ def _render_login(provider: OidcProvider, transaction: LoginTransaction, status:
     payload, svg = current_qr(provider, transaction)
     html = render_template(
         "login.html", t=MESSAGES[locale], locale=locale, transaction=transaction, status=status.value,
-        qr=svg, qr_payload=payload, same_device=same_device_link(transaction),
+        qr=svg, qr_payload=payload, same_device=same_device_link(payload),
         status_url=url_for("login.status", transaction_id=transaction.id),
         continue_url=url_for("login.continue_login", transaction_id=transaction.id),
         cancel_url=url_for("login.cancel", transaction_id=transaction.id),
@@ -252,6 +257,7 @@ def status(transaction_id: str) -> Response:
         body = {"status": current.value}
         if current is TransactionStatus.PENDING:
             body["qr_payload"], body["qr_svg"] = current_qr(provider, transaction)
+            body["same_device"] = same_device_link(body["qr_payload"])
     return _json(body, 200)
 
 

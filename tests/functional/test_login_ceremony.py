@@ -310,3 +310,36 @@ def test_openapi_describes_the_transaction_endpoints(portal):
     document = requests.get(f"{portal.url}/device/v1/openapi.json", timeout=10).json()
     operations = {operation["operationId"] for path in document["paths"].values() for operation in path.values()}
     assert {"lookupTransaction", "approveTransaction", "declineTransaction"} <= operations
+
+
+def _link(login: Login) -> str:
+    return re.search(r'id="same-device" href="([^"]+)"', login.page).group(1).replace("&amp;", "&")
+
+
+def test_relayed_same_device_link_goes_stale(portal, shop, phone, clock):
+    login = start_login(portal, shop)
+    clock.advance(timedelta(minutes=2))
+    with pytest.raises(PortalError) as refused:
+        phone.client.lookup_transaction(link=_link(login))
+    assert_problem(refused.value, 400, "invalid-transaction-code")
+
+
+@pytest.mark.parametrize("token", ["", "abc", "12345.", "1.00000000000000000000000000000000"],
+                         ids=["empty", "no-step", "no-tag", "forged-tag"])
+def test_forged_same_device_link_is_refused(portal, shop, phone, token):
+    login = start_login(portal, shop)
+    transaction_id = parse_qs(urlsplit(_link(login)).query)["id"][0]
+    forged = f"myna-gateway://transaction?{urlencode({'id': transaction_id, 'token': token})}"
+    with pytest.raises(PortalError) as refused:
+        phone.client.lookup_transaction(link=forged)
+    assert refused.value.status == 400
+    assert refused.value.type in {PROBLEMS + "invalid-transaction-code", PROBLEMS + "invalid-device-request"}
+
+
+def test_status_poll_renews_the_same_device_link(portal, shop, phone, clock):
+    login = start_login(portal, shop)
+    status_url = re.search(r'data-status-url="([^"]+)"', login.page).group(1)
+    clock.advance(timedelta(seconds=5))
+    renewed = login.browser.get(portal.url + status_url, timeout=10).json()["same_device"]
+    assert renewed != _link(login)
+    assert phone.client.lookup_transaction(link=renewed)["verification_code"] in login.page

@@ -9,6 +9,7 @@
   var continueUrl = root.getAttribute("data-continue-url");
   var statusText = document.getElementById("status");
   var qr = document.getElementById("qr");
+  var link = document.getElementById("same-device");
   var words = {};
   document.querySelectorAll("#status-words li").forEach(function (item) {
     words[item.getAttribute("data-status")] = item.textContent;
@@ -28,6 +29,7 @@
         if (!body) { return; }
         show(body.status);
         if (body.qr_svg) { qr.src = body.qr_svg; qr.setAttribute("data-payload", body.qr_payload); }
+        if (body.same_device && link) { link.setAttribute("href", body.same_device); }
         if (body.status !== "pending") { qr.classList.add("done"); }
         if (terminal[body.status]) {
           window.clearInterval(timer);
