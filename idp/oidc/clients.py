@@ -169,7 +169,7 @@ class ClientRegistry:
 
         secret = secrets.token_urlsafe(_SECRET_BYTES) if method is AuthMethod.CLIENT_SECRET_BASIC else None
         row = Client(
-            client_id=secrets.token_urlsafe(_CLIENT_ID_BYTES),
+            client_id=_new_client_id(),
             name=checked_name,
             redirect_uris=list(checked_uris),
             token_endpoint_auth_method=method.value,
@@ -450,3 +450,8 @@ def _check_sector(sector: str | None, redirect_uris: Sequence[str]) -> str:
     (host,) = hosts
     return str(host)
 
+
+def _new_client_id() -> str:
+    """A random client id in lower-case base32: no ``-`` to be mistaken for an option on a command
+    line (``idp clients remove <id>``), no ``_`` or case to mistype."""
+    return base64.b32encode(secrets.token_bytes(_CLIENT_ID_BYTES)).decode().rstrip("=").lower()

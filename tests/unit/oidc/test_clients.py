@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+import re
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +77,11 @@ def key_client(valid: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- registration ----------------------------------------------------------------------------
+
+
+def test_client_id_is_safe_to_type_on_a_command_line(registry: ClientRegistry, valid: dict[str, Any]):
+    client_id = registry.register(**valid).client.client_id
+    assert re.fullmatch(r"[a-z2-7]{29}", client_id), client_id
 
 
 def test_registered_client_reads_back_as_stored(registry: ClientRegistry, valid: dict[str, Any]):
