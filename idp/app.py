@@ -95,7 +95,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Flask:
     app.register_blueprint(create_transactions_blueprint())
     app.register_blueprint(create_management_blueprint(DeviceManagement(
         sessions=sessions, ephemeral=ephemeral, pki=pki, binding=app.extensions[APPROVAL_EXTENSION].settings,
-        clock=shared_clock,
+        clock=shared_clock, revoke_grants=oidc.revoke_device_grants,
     )))
     serve_problems(app, DEVICE_PREFIX)
     return app

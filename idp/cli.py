@@ -322,9 +322,12 @@ def pki_sync_revocations(config: Path | None, instance: Path | None) -> None:
     """Fetch, verify and store the CRLs of the configured J-LIS CAs, then revoke the smartphone
     certificates issued from any revoked card certificate; exit 1 if a CRL could not be stored."""
     from idp.ceremonies.card_revocations import revoke_phones_of_revoked_cards  # noqa: PLC0415
+    from idp.ceremonies.devices import SqlDeviceDirectory  # noqa: PLC0415
     from idp.ceremonies.enrollment_service import load_certificates  # noqa: PLC0415 - keep `idp --help` fast
     from idp.ceremonies.revocation_cache import HttpRevocationFetcher, JlisRevocationCache  # noqa: PLC0415
+    from idp.oidc.provider import OidcProvider  # noqa: PLC0415
     from idp.pki.service import PortalPki  # noqa: PLC0415
+    from idp.store.ephemeral import open_ephemeral_store  # noqa: PLC0415
 
     settings = _settings(config, instance)
     try:
@@ -346,6 +349,11 @@ def pki_sync_revocations(config: Path | None, instance: Path | None) -> None:
         cascaded = revoke_phones_of_revoked_cards(
             crls=cache.crls(), pki=PortalPki(settings=settings, sessions=sessions, clock=SystemClock()),
         )
+        # The same rule as a phone's self-revocation: what its devices approved stops working.
+        oidc = OidcProvider(settings=settings, clock=SystemClock(), sessions=sessions,
+                            ephemeral=open_ephemeral_store(settings.redis_url))
+        devices = SqlDeviceDirectory(sessions).holding({status.serial_number for status in cascaded})
+        grants = sum(oidc.revoke_device_grants(device_id) for device_id in devices)
     if not outcomes:
         raise click.ClickException("the configured J-LIS certificates name no CRL: set pki.jlis_crl_urls")
     failed = [outcome for outcome in outcomes if outcome.refused is not None]
@@ -357,6 +365,7 @@ def pki_sync_revocations(config: Path | None, instance: Path | None) -> None:
         next_update = outcome.next_update.isoformat() if outcome.next_update else "?"
         click.echo(f"{state} {outcome.url}: CRL number {outcome.number} from {outcome.issuer}, "
                    f"next update {next_update}")
-    click.echo(f"revoked {len(cascaded)} smartphone certificates issued from revoked card certificates")
+    click.echo(f"revoked {len(cascaded)} smartphone certificates issued from revoked card certificates, "
+               f"and {grants} grants issued on their devices")
     if failed:
         raise click.ClickException(f"{len(failed)} of {len(outcomes)} CRLs could not be stored")

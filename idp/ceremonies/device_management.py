@@ -18,6 +18,7 @@ import base64
 import binascii
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -96,13 +97,16 @@ class DeviceManagement:
         pki: PortalPki,
         binding: ApprovalSettings,
         clock: Clock,
+        revoke_grants: Callable[[str], object],
     ) -> None:
+        """``revoke_grants(device_id)`` revokes the OAuth grants issued on the device (``idp.oidc``)."""
         self._sessions = sessions
         self._devices = SqlDeviceDirectory(sessions)
         self._ephemeral = ephemeral
         self._pki = pki
         self._binding = binding
         self._clock = clock
+        self._revoke_grants = revoke_grants
 
     def __repr__(self) -> str:
         return f"DeviceManagement(rp_id={self._binding.rp_id!r})"
@@ -158,7 +162,8 @@ class DeviceManagement:
         }
 
     def revoke(self, verified: VerifiedAssertion, reason: x509.ReasonFlags) -> None:
-        """Revoke both smartphone certificates (the CRL is republished each time), then the device.
+        """Revoke both smartphone certificates (the CRL is republished each time), the device,
+        then the grants issued on it (refresh and access tokens).
 
         The certificates go first: they are what relying parties check, and once the
         user-authentication certificate is revoked the device cannot authenticate again anyway.
@@ -178,6 +183,7 @@ class DeviceManagement:
         with self._sessions.begin() as session:
             changed = session.execute(statement).rowcount == 1
         log.info("device.revoked device=%s reason=%s changed=%s", verified.device_id, reason.value, changed)
+        self._revoke_grants(verified.device_id)
 
     def _load(self, device_id: str) -> tuple[DeviceRecord, tuple[_Certificate, _Certificate]]:
         auth = aliased(IssuedCertificate)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
-from sqlalchemy import and_, bindparam, literal, select, update
+from sqlalchemy import and_, bindparam, literal, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from idp.ceremonies.login import DeviceCredential
@@ -26,6 +26,8 @@ from idp.pki.service import SMARTPHONE_CA_NAME
 from idp.store.database import engine_of, single_statement
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from sqlalchemy import Row, Select
 
 __all__ = ["SqlDeviceDirectory"]
@@ -96,6 +98,17 @@ class SqlDeviceDirectory:
         with single_statement(self._engine) as connection:
             result = connection.execute(_ADVANCE, {"device_id": device_id, "sign_count": sign_count})
             return result.rowcount == 1
+
+    def holding(self, serials: Collection[int]) -> list[str]:
+        """The ids of the devices (active or revoked) whose auth or sign certificate is one of ``serials``."""
+        if not serials:
+            return []
+        decimal = [str(serial) for serial in serials]
+        statement = select(DeviceRecord.id).where(or_(
+            DeviceRecord.auth_certificate_serial.in_(decimal), DeviceRecord.sign_certificate_serial.in_(decimal),
+        ))
+        with single_statement(self._engine) as connection:
+            return list(connection.scalars(statement))
 
 
 def _status(row: Row[Any], prefix: str) -> CertificateStatus:

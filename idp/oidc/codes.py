@@ -49,6 +49,8 @@ class IssuedCode:
     acr: str | None
     consented_attributes: tuple[str, ...]
     signature_certificate_serial: int | None
+    device_id: str | None = None
+    """The device that approved the login; None only for codes minted before grants recorded it."""
     sid: str
     """The login session id the ID token carries (OIDC Front/Back-Channel Logout)."""
     grant_id: str = ""

@@ -103,7 +103,7 @@ class GrantService:
             "signature_certificate_serial": (
                 None if issued.signature_certificate_serial is None else str(issued.signature_certificate_serial)
             ),
-            "sid": issued.sid, "created_at": now, "revoked_at": None,
+            "device_id": issued.device_id, "sid": issued.sid, "created_at": now, "revoked_at": None,
         }
         with self._engine.begin() as connection:
             connection.execute(insert(Grant), values)
@@ -146,6 +146,13 @@ class GrantService:
         """Revoke the grant and every refresh token of it; False when it was unknown or revoked."""
         with self._sessions.begin() as session:
             return self._revoke(session, grant_id, now)
+
+    def live_grants_of_device(self, device_id: str) -> list[str]:
+        """The ids of the grants issued on ``device_id`` and not revoked."""
+        with self._sessions.begin() as session:
+            return list(session.scalars(
+                select(Grant.grant_id).where(Grant.device_id == device_id, Grant.revoked_at.is_(None)),
+            ))
 
     def grant(self, grant_id: str) -> Grant | None:
         """The grant's record (for userinfo: claims request, consent, certificate serial)."""

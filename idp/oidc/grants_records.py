@@ -40,11 +40,16 @@ class Grant(Base):
     consented_attributes: Mapped[list[str]] = mapped_column(JSON)
     signature_certificate_serial: Mapped[str | None] = mapped_column(String(48))
     """The smartphone signature certificate the attributes are read from (portal-internal)."""
+    device_id: Mapped[str | None] = mapped_column(String(32))
+    """The device that approved the login (``devices.id``); revoking it revokes the grant."""
     sid: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_oidc_grants_person_id_client_id", "person_id", "client_id"),)
+    __table_args__ = (
+        Index("ix_oidc_grants_person_id_client_id", "person_id", "client_id"),
+        Index("ix_oidc_grants_device_id", "device_id"),
+    )
 
 
 class RefreshToken(Base):

@@ -30,6 +30,7 @@ from idp.oidc.pairwise import pairwise_subject
 from idp.oidc.par import PushedRequests
 from idp.pki.attributes import MalformedAttributes
 from idp.pki.records import IssuedCertificate
+from idp.pki.registry import CertificateState
 from idp.pki.service import SMARTPHONE_CA_NAME
 from idp.settings import Settings
 from idp.store.database import engine_of, single_statement
@@ -109,6 +110,7 @@ class OidcProvider:
             acr=outcome.acr,
             consented_attributes=consented,
             signature_certificate_serial=outcome.signature_certificate_serial,
+            device_id=outcome.device_id,
             sid=secrets.token_urlsafe(16),
         ))
 
@@ -117,11 +119,23 @@ class OidcProvider:
         self.access_tokens.revoke_grant(grant_id)
         self.grants.revoke(grant_id, now=self.clock.now())
 
+    def revoke_device_grants(self, device_id: str) -> int:
+        """Revoke every live grant issued on the device (its refresh and access tokens); how many.
+
+        For a device revoked by its phone or through its card: what it approved stops working.
+        """
+        grant_ids = self.grants.live_grants_of_device(device_id)
+        for grant_id in grant_ids:
+            self.revoke_grant(grant_id)
+        logger.info("grants.revoked_for_device device=%s grants=%d", device_id, len(grant_ids))
+        return len(grant_ids)
+
     def released_claims(self, grant_id: str, *, location: str) -> dict[str, Any]:
         """The identity claims grant ``grant_id`` may release at ``location`` now.
 
         Only attributes that were asked for, approved on the phone for this grant, and whose
-        consent still stands; read from the signature certificate the approval named.
+        consent still stands; read from the signature certificate the approval named, and only
+        while that certificate is good (not revoked, not on hold).
 
         One statement reads the grant, its standing consents and the certificate's DER.
         """
@@ -137,7 +151,7 @@ class OidcProvider:
         if not release:
             return {}
         release &= frozenset(name for row in rows if row.consent is not None for name in row.consent)
-        if grant.der is None or not release:
+        if grant.der is None or grant.state != CertificateState.GOOD.value or not release:
             return {}
         try:
             certificate = x509.load_der_x509_certificate(grant.der)
@@ -150,7 +164,7 @@ class OidcProvider:
 _RELEASE = (
     select(
         Grant.scope, Grant.claims, Grant.consented_attributes, Grant.signature_certificate_serial, Grant.auth_time,
-        IssuedCertificate.der, Consent.attributes.label("consent"),
+        IssuedCertificate.der, IssuedCertificate.state, Consent.attributes.label("consent"),
     )
     .select_from(Grant)
     .outerjoin(IssuedCertificate, and_(
@@ -162,4 +176,4 @@ _RELEASE = (
     ))
     .where(Grant.grant_id == bindparam("grant_id"))
 )
-"""A grant with its smartphone signature certificate's DER and one row per consent still standing."""
+"""A grant with its smartphone signature certificate's DER and state, one row per consent still standing."""

@@ -20,14 +20,17 @@ from werkzeug.serving import make_server
 
 from idp.app import create_app
 from idp.ceremonies.card_revocations import revoke_phones_of_revoked_cards
+from idp.ceremonies.devices import SqlDeviceDirectory
 from idp.ceremonies.enrollment_service import load_certificates
 from idp.ceremonies.revocation_cache import HttpRevocationFetcher, JlisRevocationCache
 from idp.clock import SystemClock
 from idp.oidc.keys import init_signing_keys
+from idp.oidc.provider import OidcProvider
 from idp.pki.attributes import BasicAttributes, Sex
 from idp.pki.service import PortalPki, init_pki
 from idp.settings import DeviceSettings, PkiSettings, Settings
 from idp.store.database import make_engine, make_session_factory, upgrade
+from idp.store.ephemeral import open_ephemeral_store
 from smartphone.jlis_server import create_jlis_app
 from smartphone.state import State
 
@@ -120,7 +123,8 @@ class Portal:
 
 
 def sync_revocations(settings: Settings) -> None:
-    """What ``idp pki sync-revocations`` does (fetch the J-LIS CRLs, cascade to phones), for a test's portal."""
+    """What ``idp pki sync-revocations`` does (fetch the J-LIS CRLs, cascade to phones and their grants),
+    for a test's portal."""
     engine = make_engine(settings.effective_database_url)
     try:
         cache = JlisRevocationCache(
@@ -130,8 +134,13 @@ def sync_revocations(settings: Settings) -> None:
             fetcher=HttpRevocationFetcher(timeout=timedelta(seconds=5)),
         )
         outcomes = cache.sync(now=datetime.now(UTC))
-        pki = PortalPki(settings=settings, sessions=make_session_factory(engine), clock=SystemClock())
-        revoke_phones_of_revoked_cards(crls=cache.crls(), pki=pki)
+        sessions = make_session_factory(engine)
+        pki = PortalPki(settings=settings, sessions=sessions, clock=SystemClock())
+        cascaded = revoke_phones_of_revoked_cards(crls=cache.crls(), pki=pki)
+        oidc = OidcProvider(settings=settings, clock=SystemClock(), sessions=sessions,
+                            ephemeral=open_ephemeral_store(settings.redis_url))
+        for device_id in SqlDeviceDirectory(sessions).holding({status.serial_number for status in cascaded}):
+            oidc.revoke_device_grants(device_id)
     finally:
         engine.dispose()
     assert all(outcome.refused is None for outcome in outcomes), outcomes

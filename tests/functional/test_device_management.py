@@ -8,8 +8,11 @@ in-process store and on PostgreSQL with Redis.
 from __future__ import annotations
 
 import base64
+import hashlib
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -154,6 +157,53 @@ def test_self_revocation_revokes_both_certificates_and_refuses_the_next_login(po
     with pytest.raises(PortalError) as refused:
         approve(client=phone.client, element=phone.element, enrollment=phone.enrollment, transaction=transaction)
     assert_problem(refused.value, 403, "assertion-rejected")
+
+
+def log_in(portal, phone: Phone) -> tuple[object, dict]:
+    """A shop logs the phone's person in; the shop's client and its tokens."""
+    shop = services(portal.app).oidc.clients.register(
+        name="Demo Shop", redirect_uris=[REDIRECT_URI], auth_method="client_secret_basic", scopes=["openid"],
+        now=datetime.now(UTC),
+    )
+    browser, verifier = requests.Session(), secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    page = browser.get(f"{portal.url}/authorize", timeout=10, params={
+        "response_type": "code", "client_id": shop.client.client_id, "redirect_uri": REDIRECT_URI,
+        "scope": "openid", "state": "s", "nonce": "n", "code_challenge_method": "S256",
+        "code_challenge": challenge}).text
+    payload = page.split('data-payload="', 1)[1].split('"', 1)[0]
+    approve(client=phone.client, element=phone.element, enrollment=phone.enrollment,
+            transaction=phone.client.lookup_transaction(qr=payload))
+    continue_url = page.split('data-continue-url="', 1)[1].split('"', 1)[0]
+    location = browser.get(portal.url + continue_url, allow_redirects=False, timeout=10).headers["Location"]
+    code = parse_qs(urlsplit(location).query)["code"][0]
+    tokens = requests.post(f"{portal.url}/token", timeout=10, auth=(shop.client.client_id, shop.client_secret), data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI, "code_verifier": verifier})
+    assert tokens.status_code == 200, tokens.text
+    return shop, tokens.json()
+
+
+def test_self_revocation_revokes_the_refresh_and_access_tokens_of_its_logins(portal, phone):
+    shop, tokens = log_in(portal, phone)
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    assert requests.get(f"{portal.url}/userinfo", headers=bearer, timeout=10).status_code == 200
+    revoke_device(client=phone.client, element=phone.element, enrollment=phone.enrollment, reason="keyCompromise")
+    refreshed = requests.post(f"{portal.url}/token", timeout=10, auth=(shop.client.client_id, shop.client_secret),
+                              data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    assert refreshed.status_code == 400
+    assert refreshed.json()["error"] == "invalid_grant"
+    assert requests.get(f"{portal.url}/userinfo", headers=bearer, timeout=10).status_code == 401
+
+
+def test_self_revocation_leaves_another_devices_logins_alone(world, portal, phone):
+    world.issue_card("hanako")
+    world.add_phone("galaxy")
+    other = enroll_phone(world, portal, "galaxy", "hanako")
+    _, tokens = log_in(portal, phone)
+    revoke_device(client=other.client, element=other.element, enrollment=other.enrollment, reason="superseded")
+    userinfo = requests.get(f"{portal.url}/userinfo", timeout=10,
+                            headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    assert userinfo.status_code == 200
 
 
 def test_revocation_defaults_to_cessation_of_operation(portal, phone):

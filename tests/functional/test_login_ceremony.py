@@ -258,6 +258,36 @@ def test_revoked_card_is_refused_at_login_after_sync(world, portal, shop, phone)
     assert_problem(refused.value, 403, "assertion-rejected")
 
 
+def refresh(portal, shop, tokens: dict) -> requests.Response:
+    return requests.post(f"{portal.url}/token", timeout=10, auth=(shop.client.client_id, shop.client_secret),
+                         data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+
+
+def test_revoked_signature_certificate_releases_no_attribute(portal, shop, phone):
+    login = start_login(portal, shop, scope="openid name address birthdate gender")
+    phone.approve(phone.lookup(login))
+    tokens = redeem(portal, shop, login, finish_login(portal, login)["code"][0])
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    assert "name" in requests.get(f"{portal.url}/userinfo", headers=bearer, timeout=10).json()
+    services(portal.app).pki.revoke(phone.enrollment.sign_certificate.serial_number, x509.ReasonFlags.key_compromise)
+    userinfo = requests.get(f"{portal.url}/userinfo", headers=bearer, timeout=10)
+    assert userinfo.status_code == 200
+    assert set(userinfo.json()) == {"sub"}
+
+
+def test_revoked_card_revokes_the_grants_of_its_phone_after_sync(world, portal, shop, phone):
+    login = start_login(portal, shop)
+    phone.approve(phone.lookup(login))
+    tokens = redeem(portal, shop, login, finish_login(portal, login)["code"][0])
+    jlis = world.state.load_jlis()
+    jlis.revoke_card(world.state.card_certificates("taro"), reason=x509.ReasonFlags.key_compromise,
+                     now=datetime.now(UTC))
+    sync_revocations(portal.settings)
+    refused = refresh(portal, shop, tokens)
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "invalid_grant"
+
+
 def test_attributes_without_consent_signature_are_refused(portal, shop, phone):
     transaction = phone.lookup(start_login(portal, shop, scope="openid name"))
     assertion = phone.element.get_assertion(
