@@ -11,7 +11,7 @@ import pytest
 import requests
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from enrollment_portal import AUTH_PIN, SIGN_PIN, running_portal, simulated_world
+from enrollment_portal import AUTH_PIN, SIGN_PIN, running_portal
 from openapi_spec_validator import validate
 from sqlalchemy import func, select
 
@@ -24,23 +24,6 @@ from smartphone.portal_client import PortalClient, PortalError, enroll
 from smartphone.webauthn_data import b64url
 
 PROBLEMS = "https://id.myna.example/problems/"
-
-
-@pytest.fixture
-def world(tmp_path):
-    with simulated_world(tmp_path / "sim") as world:
-        yield world
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.redis])])
-def stores(request) -> dict[str, str]:
-    """The portal's stores: SQLite and in-process, or PostgreSQL and Redis."""
-    if request.param == "sqlite":
-        return {}
-    database = request.getfixturevalue("postgres_database")
-    redis_url = request.getfixturevalue("redis_url")
-    request.getfixturevalue("redis_prefix")
-    return {"database_url": database, "redis_url": redis_url}
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from enrollment_portal import AUTH_PIN, SIGN_PIN, running_portal, simulated_world
+from enrollment_portal import AUTH_PIN, SIGN_PIN, running_portal
 
 from idp.app import services
 from idp.clock import FixedClock
@@ -36,22 +36,6 @@ from smartphone.portal_client import (
 
 PROBLEMS = "https://id.myna.example/problems/"
 REDIRECT_URI = "https://shop.example/callback"
-
-
-@pytest.fixture
-def world(tmp_path):
-    with simulated_world(tmp_path / "sim") as world:
-        yield world
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.redis])])
-def stores(request) -> dict[str, str]:
-    if request.param == "sqlite":
-        return {}
-    database = request.getfixturevalue("postgres_database")
-    redis_url = request.getfixturevalue("redis_url")
-    request.getfixturevalue("redis_prefix")
-    return {"database_url": database, "redis_url": redis_url}
 
 
 @pytest.fixture

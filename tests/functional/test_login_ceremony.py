@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 import requests
 from cryptography import x509
-from enrollment_portal import AUTH_PIN, SIGN_PIN, running_portal, simulated_world, sync_revocations
+from enrollment_portal import AUTH_PIN, SIGN_PIN, running_portal, sync_revocations
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
@@ -29,22 +29,6 @@ from smartphone.portal_client import Enrollment, PortalClient, PortalError, appr
 
 PROBLEMS = "https://id.myna.example/problems/"
 REDIRECT_URI = "https://shop.example/callback"
-
-
-@pytest.fixture
-def world(tmp_path):
-    with simulated_world(tmp_path / "sim") as world:
-        yield world
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.redis])])
-def stores(request) -> dict[str, str]:
-    if request.param == "sqlite":
-        return {}
-    database = request.getfixturevalue("postgres_database")
-    redis_url = request.getfixturevalue("redis_url")
-    request.getfixturevalue("redis_prefix")
-    return {"database_url": database, "redis_url": redis_url}
 
 
 @pytest.fixture
