@@ -18,11 +18,13 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/myna-demo
 
+# The suite waits on servers and subprocesses more than it computes: three pytest-xdist workers,
+# each test file on one worker (its module fixtures, such as a gunicorn world, are built once).
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -n 3 --dist loadfile
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

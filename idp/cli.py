@@ -77,36 +77,53 @@ def init(config: Path | None, instance: Path | None) -> None:
                f"{'created the portal CAs' if created else 'CAs already present'}")
 
 
+GUNICORN_CONFIG = Path(__file__).resolve().parents[1] / "config" / "gunicorn.conf.py"
+"""The one gunicorn configuration, shared with the container image (``Dockerfile``)."""
+
+
 @main.command()
 @_config_option
 @_instance_option
-@click.option("--bind", default="127.0.0.1:8000", show_default=True, help="Address gunicorn listens on.")
+@click.option("--bind", default=None,
+              help="Address gunicorn listens on (default: $GUNICORN_BIND, else 127.0.0.1:8000).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="gunicorn workers (default: 1 on the in-process store, else 2 per core + 1).")
-def serve(config: Path | None, instance: Path | None, bind: str, workers: int | None) -> None:
-    """Run the portal under gunicorn."""
-    from gunicorn.app.base import BaseApplication  # noqa: PLC0415
-
-    from idp.app import create_app  # noqa: PLC0415
+              help="gunicorn workers (default: 1 on the in-process store, else $GUNICORN_WORKERS or 2 per CPU + 1).")
+@click.option("--gunicorn-config", type=click.Path(dir_okay=False, path_type=Path), default=GUNICORN_CONFIG,
+              show_default=True, help="The gunicorn configuration file.")
+def serve(config: Path | None, instance: Path | None, bind: str | None, workers: int | None,
+          gunicorn_config: Path) -> None:
+    """Run the portal under gunicorn, configured by config/gunicorn.conf.py (GUNICORN_* variables)."""
+    from gunicorn.app.base import Application  # noqa: PLC0415
 
     settings = _settings(config, instance)
     if not (settings.instance / "pki").is_dir():
         raise click.ClickException(f"{settings.instance} is not an instance: run `idp init` first")
-    if workers is None:
-        workers = 1 if not settings.redis_url else 2 * (os.cpu_count() or 1) + 1
-    if workers > 1 and not settings.redis_url:
+    if workers is not None and workers > 1 and not settings.redis_url:
         raise click.ClickException("the in-process ephemeral store serves one worker only: set REDIS_URL")
+    if not gunicorn_config.is_file():
+        raise click.ClickException(f"{gunicorn_config} does not exist: pass --gunicorn-config")
+    if config is not None:
+        os.environ["IDP_CONFIG"] = str(config.resolve())  # the gunicorn configuration reads the same settings
 
-    class _Portal(BaseApplication):  # type: ignore[misc]
+    class _Portal(Application):  # type: ignore[misc] # gunicorn is untyped
+        def init(self, parser: object, opts: object, args: object) -> None:
+            """No command line of its own: click has read it."""
+
         def load_config(self) -> None:
-            self.cfg.set("bind", [bind])
-            self.cfg.set("workers", workers)
+            self.load_config_from_file(str(gunicorn_config))
+            if bind is not None:
+                self.cfg.set("bind", [bind])
+            if workers is not None:
+                self.cfg.set("workers", workers)
 
         def load(self) -> Any:
+            from idp.app import create_app  # noqa: PLC0415 - in the worker, after the metrics directory is set
+
             return create_app(settings)
 
-    click.echo(f"Myna Gateway portal on http://{bind} (issuer {settings.issuer})")
-    _Portal().run()
+    portal = _Portal()
+    click.echo(f"Myna Gateway portal on http://{portal.cfg.bind[0]} (issuer {settings.issuer})")
+    portal.run()
 
 
 @main.group()
@@ -131,6 +148,7 @@ _CLIENT_OPTIONS = {
     "scope": "--scope",
     "id_token_signed_response_alg": "--id-token-alg",
     "sector_identifier": "--sector",
+    "post_logout_redirect_uris": "--post-logout-redirect-uri",
 }
 """The option of ``idp clients add`` that sets each RFC 7591 metadata value, to name it in errors."""
 
@@ -181,7 +199,11 @@ def _read_jwks(path: Path | None) -> Any:
 
 
 def _client_json(client: ClientInfo) -> dict[str, Any]:
-    """A client in RFC 7591 §3.2.1 response terms; never a secret or its hash."""
+    """A client in RFC 7591 §3.2.1 response terms; never a secret or its hash.
+
+    ``post_logout_redirect_uris`` (RP-Initiated Logout 1.0 §3.1) only when some are registered.
+    """
+    logout = {"post_logout_redirect_uris": list(client.post_logout_redirect_uris)}
     return {
         "client_id": client.client_id,
         "client_name": client.name,
@@ -194,7 +216,7 @@ def _client_json(client: ClientInfo) -> dict[str, Any]:
         "id_token_signed_response_alg": client.id_token_alg.value,
         "sector_identifier": client.sector,
         "client_id_issued_at": int(client.created_at.timestamp()),
-    }
+    } | (logout if client.post_logout_redirect_uris else {})
 
 
 @main.group()
@@ -220,6 +242,9 @@ def clients() -> None:
 @click.option("--id-token-alg", default="ES256", show_default=True, help="ID token signature: ES256 or RS256.")
 @click.option("--sector", default=None,
               help="Host for pairwise sub values; required when the redirect URIs are on several hosts.")
+@click.option("--post-logout-redirect-uri", "post_logout_redirect_uris", multiple=True,
+              help="Where logout (the end_session endpoint) may return the browser: an exact URI, https or "
+                   "loopback http. Repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the registration as JSON.")
 def clients_add(
     *,
@@ -234,6 +259,7 @@ def clients_add(
     require_par: bool,
     id_token_alg: str,
     sector: str | None,
+    post_logout_redirect_uris: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Register a client and print its client_id and, this once, its secret."""
@@ -253,6 +279,7 @@ def clients_add(
                 require_par=require_par,
                 id_token_alg=id_token_alg,
                 sector=sector,
+                post_logout_redirect_uris=post_logout_redirect_uris,
                 now=SystemClock().now(),
             )
         except InvalidClientMetadata as exc:
@@ -312,15 +339,17 @@ def clients_remove(config: Path | None, instance: Path | None, client_id: str) -
 
 @main.group()
 def pki() -> None:
-    """The portal's view of other PKIs: the J-LIS CRLs that card certificates are checked against."""
+    """The portal's view of other PKIs: the J-LIS CRLs card certificates are checked against, and
+    the J-LIS linking data that keeps a person one person across card certificates."""
 
 
-@pki.command("sync-revocations")
+@pki.command("sync")
 @_config_option
 @_instance_option
-def pki_sync_revocations(config: Path | None, instance: Path | None) -> None:
-    """Fetch, verify and store the CRLs of the configured J-LIS CAs, then revoke the smartphone
-    certificates issued from any revoked card certificate; exit 1 if a CRL could not be stored."""
+def pki_sync(config: Path | None, instance: Path | None) -> None:
+    """Fetch, verify and store the CRLs of the configured J-LIS CAs, revoke the smartphone
+    certificates issued from any revoked card certificate, then read the J-LIS linking data
+    (pki.jlis_linking_url); exit 1 if a CRL or a linking feed page could not be stored."""
     from idp.ceremonies.card_revocations import revoke_phones_of_revoked_cards  # noqa: PLC0415
     from idp.ceremonies.devices import SqlDeviceDirectory  # noqa: PLC0415
     from idp.ceremonies.enrollment_service import load_certificates  # noqa: PLC0415 - keep `idp --help` fast
@@ -351,9 +380,10 @@ def pki_sync_revocations(config: Path | None, instance: Path | None) -> None:
         )
         # The same rule as a phone's self-revocation: what its devices approved stops working.
         oidc = OidcProvider(settings=settings, clock=SystemClock(), sessions=sessions,
-                            ephemeral=open_ephemeral_store(settings.redis_url))
+                            ephemeral=open_ephemeral_store(settings.redis_url, prefix=settings.redis_prefix))
         devices = SqlDeviceDirectory(sessions).holding({status.serial_number for status in cascaded})
         grants = sum(oidc.revoke_device_grants(device_id) for device_id in devices)
+        linking_refused = _sync_linking(settings, sessions, crls=cache.crls())
     if not outcomes:
         raise click.ClickException("the configured J-LIS certificates name no CRL: set pki.jlis_crl_urls")
     failed = [outcome for outcome in outcomes if outcome.refused is not None]
@@ -369,3 +399,316 @@ def pki_sync_revocations(config: Path | None, instance: Path | None) -> None:
                f"and {grants} grants issued on their devices")
     if failed:
         raise click.ClickException(f"{len(failed)} of {len(outcomes)} CRLs could not be stored")
+    if linking_refused:
+        raise click.ClickException("the J-LIS linking data could not be stored")
+
+
+pki.add_command(pki_sync, name="sync-revocations")  # the name before linking data joined the sync
+
+
+def _sync_linking(settings: Settings, sessions: sessionmaker[Session], *, crls: tuple[bytes, ...]) -> bool:
+    """Read the J-LIS linking-data feed into the database (``idp.ceremonies.linking``); print what
+    happened and return True when a page was refused. Nothing to do without pki.jlis_linking_url."""
+    from idp.ceremonies.enrollment_service import load_certificates  # noqa: PLC0415 - keep `idp --help` fast
+    from idp.ceremonies.linking import HttpLinkingFetcher, LinkingRefused, LinkingStore, sync_linking  # noqa: PLC0415
+
+    url = settings.pki.jlis_linking_url
+    if not url:
+        return False
+    try:
+        result = sync_linking(
+            url=url, fetcher=HttpLinkingFetcher(timeout=settings.pki.jlis_fetch_timeout),
+            store=LinkingStore(sessions), roots=load_certificates(settings.pki.jlis_roots), crls=crls,
+            now=SystemClock().now(),
+        )
+    except LinkingRefused as exc:
+        click.echo(f"refused linking data from {url}: {exc} ({exc.reason.value})", err=True)
+        return True
+    click.echo(f"linking data from {url}: {result.links} links read, {result.attached} certificates "
+               f"attached to persons, cursor at {result.cursor}")
+    return False
+
+
+# --- idp persons: who a person is, for an operator ---------------------------------------------
+
+
+@main.group()
+def persons() -> None:
+    """Persons: the card certificates and J-LIS links that make one person (never their attributes)."""
+
+
+@persons.command("show")
+@_config_option
+@_instance_option
+@click.argument("person_id")
+def persons_show(config: Path | None, instance: Path | None, person_id: str) -> None:
+    """Explain which card certificates make up PERSON_ID and which J-LIS links tie them together.
+
+    Prints issuers, serials, validity and how each certificate was tied to the person; never a
+    name, address, date of birth or sex.
+    """
+    from idp.ceremonies.linking import LinkingStore  # noqa: PLC0415 - keep `idp --help` fast
+
+    settings = _settings(config, instance)
+    with _initialised_database(settings) as sessions:
+        person = LinkingStore(sessions).person(person_id)
+    if person is None:
+        raise click.ClickException(f"no person {person_id!r} holds a card certificate")
+    names = _jlis_names(settings)
+    click.echo(f"person {person.person_id}: {len(person.certificates)} card certificates")
+    for row in person.certificates:
+        issuer = names.get(row.issuer_key_id, row.issuer_key_id.hex())
+        click.echo(f"  {row.kind:<4} serial {int(row.serial):x} from {issuer}, until {row.not_after.isoformat()}; "
+                   f"{row.linked_by} at {row.linked_at.isoformat()}")
+    click.echo(f"J-LIS links naming them: {len(person.links)}")
+    for link in person.links:
+        first, second = int(link.first_serial), int(link.second_serial)
+        if link.kind == "successor":
+            click.echo(f"  #{link.seq} {link.first_kind} {first:x} succeeded by {second:x} ({link.reason})")
+        else:
+            click.echo(f"  #{link.seq} same person: auth {first:x} and sign {second:x}")
+
+
+def _jlis_names(settings: Settings) -> dict[bytes, str]:
+    """The configured J-LIS CAs' names by subject key identifier, to name a certificate's issuer."""
+    from cryptography import x509  # noqa: PLC0415 - keep `idp --help` fast
+
+    from idp.ceremonies.enrollment_service import load_certificates  # noqa: PLC0415
+
+    try:
+        authorities = load_certificates((*settings.pki.jlis_roots, *settings.pki.jlis_intermediates))
+    except (OSError, ValueError):
+        return {}
+    return {
+        x509.SubjectKeyIdentifier.from_public_key(authority.public_key()).digest: authority.subject.rfc4514_string()
+        for authority in authorities
+    }
+
+
+# --- idp phones: a lost phone suspended, a found one resumed, by an operator ------------------------
+
+
+@main.group()
+def phones() -> None:
+    """Phones: suspend a lost phone (both certificates on hold) and resume it when found."""
+
+
+@contextmanager
+def _phone_life(settings: Settings) -> Iterator[Any]:
+    """``idp.ceremonies.phone_life.PhoneLife`` on the instance's database, revoking grants as the portal does."""
+    from idp.ceremonies.phone_life import PhoneLife  # noqa: PLC0415 - keep `idp --help` fast
+    from idp.oidc.provider import OidcProvider  # noqa: PLC0415
+    from idp.pki.service import PortalPki  # noqa: PLC0415
+    from idp.store.ephemeral import open_ephemeral_store  # noqa: PLC0415
+
+    with _initialised_database(settings) as sessions:
+        clock = SystemClock()
+        oidc = OidcProvider(settings=settings, clock=clock, sessions=sessions,
+                            ephemeral=open_ephemeral_store(settings.redis_url, prefix=settings.redis_prefix))
+        yield PhoneLife(sessions=sessions, pki=PortalPki(settings=settings, sessions=sessions, clock=clock),
+                        clock=clock, revoke_grants=oidc.revoke_device_grants)
+
+
+@phones.command("suspend")
+@_config_option
+@_instance_option
+@click.argument("device_id")
+def phones_suspend(config: Path | None, instance: Path | None, device_id: str) -> None:
+    """Suspend the lost phone DEVICE_ID: its two certificates go on hold (certificateHold) and the
+    grants issued on its logins are revoked."""
+    from idp.web.problems import Problem  # noqa: PLC0415 - keep `idp --help` fast
+
+    with _phone_life(_settings(config, instance)) as life:
+        try:
+            life.suspend(device_id, actor="operator")
+        except Problem as exc:
+            raise click.ClickException(f"{device_id}: {exc.title}") from exc
+    click.echo(f"suspended {device_id}: both certificates on hold, its grants revoked")
+
+
+@phones.command("resume")
+@_config_option
+@_instance_option
+@click.argument("device_id")
+def phones_resume(config: Path | None, instance: Path | None, device_id: str) -> None:
+    """Resume the found phone DEVICE_ID: its user-authentication certificate is good again; its
+    signature certificate is revoked (superseded) and the phone enrolls a new signature key."""
+    from idp.web.problems import Problem  # noqa: PLC0415 - keep `idp --help` fast
+
+    with _phone_life(_settings(config, instance)) as life:
+        try:
+            life.resume(device_id, actor="operator")
+        except Problem as exc:
+            raise click.ClickException(f"{device_id}: {exc.title}") from exc
+    click.echo(f"resumed {device_id}: user-authentication certificate good again; enroll a new signature key")
+
+
+@main.command("verify")
+@_config_option
+@_instance_option
+@click.option("--signature", "signature_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="A detached CAdES signature (DER), with --document or --digest.")
+@click.option("--pdf", "pdf_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A signed PDF (PAdES).")
+@click.option("--assertion", "assertion_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="A signed-document assertion (compact JWS), optionally with --document.")
+@click.option("--document", "document_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="The signed document.")
+@click.option("--digest", default=None, help="The signed document's SHA-256, 64 hex digits (instead of --document).")
+@click.option("--root", "root_files", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True,
+              help="PEM trust root (repeatable); default: the instance's portal root. Needs no portal running.")
+@click.option("--jwks", "jwks_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The portal's published JWK Set for --assertion; default: the instance's keys.")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+def verify(
+    *,
+    config: Path | None,
+    instance: Path | None,
+    signature_file: Path | None,
+    pdf_file: Path | None,
+    assertion_file: Path | None,
+    document_file: Path | None,
+    digest: str | None,
+    root_files: tuple[Path, ...],
+    jwks_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Verify a detached signature, a signed PDF or an assertion, offline; exit 1 when invalid.
+
+    Prints `valid` or `invalid: <reason>` (the reasons are in docs/signing.md).
+    """
+    from idp.signing.cli import run_verify  # noqa: PLC0415 - keep `idp --help` fast
+
+    verdict = run_verify(
+        settings=_settings(config, instance), signature_file=signature_file, pdf_file=pdf_file,
+        assertion_file=assertion_file, document_file=document_file, digest=digest, root_files=root_files,
+        jwks_file=jwks_file,
+    )
+    if as_json:
+        click.echo(json.dumps(verdict.to_json(), ensure_ascii=False, indent=2))
+    elif verdict.valid:
+        signed_at = f", signed at {verdict.signing_time.isoformat()}" if verdict.signing_time else ""
+        click.echo(f"valid{signed_at}")
+    else:
+        click.echo(f"invalid: {verdict.reason.value if verdict.reason else 'unknown'} ({verdict.detail})")
+    if not verdict.valid:
+        raise SystemExit(1)
+
+
+# --- idp audit: the tamper-evident audit log --------------------------------------------------
+
+
+@main.group()
+def audit() -> None:
+    """The audit log: check its hash chain, export its records (docs/audit.md)."""
+
+
+@audit.command("verify")
+@_config_option
+@_instance_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def audit_verify(config: Path | None, instance: Path | None, as_json: bool) -> None:
+    """Check the chain from record 1 to the head; exit 1 naming the first broken link.
+
+    Prints `intact: N records, head H` or `broken at record N: <reason> (<why>)`.
+    """
+    from idp.audit import AuditLog  # noqa: PLC0415 - keep `idp --help` fast
+
+    with _initialised_database(_settings(config, instance)) as sessions:
+        report = AuditLog(sessions, clock=SystemClock()).verify()
+    if as_json:
+        click.echo(json.dumps(report.to_json(), sort_keys=True))
+    elif report.broken is None:
+        head = report.head.hash if report.head is not None and report.count else "none"
+        click.echo(f"intact: {report.count} records, head {head}")
+    else:
+        click.echo(f"broken at record {report.broken.seq}: {report.broken.reason.value} ({report.broken.message})")
+    if not report.intact:
+        raise SystemExit(1)
+
+
+@audit.command("export")
+@_config_option
+@_instance_option
+@click.option("--since", "since", type=click.IntRange(min=0), default=0, show_default=True, metavar="SEQ",
+              help="Write only the records numbered above SEQ (the last one you already have).")
+def audit_export(config: Path | None, instance: Path | None, since: int) -> None:
+    """Write the audit records as JSON lines, oldest first, to standard output."""
+    from idp.audit import AuditLog  # noqa: PLC0415 - keep `idp --help` fast
+
+    with _initialised_database(_settings(config, instance)) as sessions:
+        for entry in AuditLog(sessions, clock=SystemClock()).export(after=since):
+            click.echo(json.dumps(entry.to_json(), sort_keys=True, separators=(",", ":")))
+
+
+# --- idp keys: token-signing key rotation -----------------------------------------------------
+
+
+@main.group()
+def keys() -> None:
+    """The token-signing keys: list them, rotate one (docs/operations.md, "Key rotation")."""
+
+
+@keys.command("rotate")
+@_config_option
+@_instance_option
+@click.option("--alg", default="ES256", show_default=True, type=click.Choice(["ES256", "RS256"]),
+              help="The algorithm whose key to rotate.")
+def keys_rotate(config: Path | None, instance: Path | None, alg: str) -> None:
+    """Publish a new key now; it signs after `oidc.key_rotation_overlap`, the old key then stays
+    published until the ID tokens it signed have expired. Sealed with the KEK when one is set."""
+    from idp.audit import AuditEvent, AuditLog  # noqa: PLC0415 - keep `idp --help` fast
+    from idp.oidc.keys import (  # noqa: PLC0415
+        RotationRefused,
+        SigningKeysMissing,
+        kek_from_environment,
+        rotate_signing_key,
+    )
+
+    settings = _settings(config, instance)
+    clock = SystemClock()
+    with _initialised_database(settings) as sessions:
+        try:
+            added = rotate_signing_key(settings.instance, alg=alg, now=clock.now(),
+                                       overlap=settings.oidc.key_rotation_overlap, kek=kek_from_environment())
+        except (RotationRefused, SigningKeysMissing) as exc:
+            raise click.ClickException(str(exc)) from exc
+        AuditLog(sessions, clock=clock).append(
+            AuditEvent.KEY_ROTATED, actor="operator", subject=f"key:{added.kid}",
+            details={"kid": added.kid, "purpose": "token-signing"},
+        )
+    sealed = "sealed with the KEK" if added.encrypted else "plain (no KEK set)"
+    click.echo(f"published {alg} key {added.kid} ({sealed}); it signs from {added.signs_from.isoformat()}")
+
+
+@keys.command("list")
+@_config_option
+@_instance_option
+@click.option("--json", "as_json", is_flag=True, help="Print the keys as a JSON array.")
+def keys_list(config: Path | None, instance: Path | None, as_json: bool) -> None:
+    """Show each key: kid, alg, state (next, current, previous, retired) and its times."""
+    from idp.oidc.keys import SigningKeysMissing, key_statuses, managed_keys  # noqa: PLC0415
+
+    settings = _settings(config, instance)
+    try:
+        statuses = key_statuses(managed_keys(settings.instance), now=SystemClock().now(),
+                                retire_after=settings.oidc.id_token_lifetime)
+    except SigningKeysMissing as exc:
+        raise click.ClickException(str(exc)) from exc
+    rows = [
+        {
+            "kid": status.key.kid, "alg": status.key.alg, "state": status.state.value,
+            "published_at": status.key.published_at.isoformat(), "signs_from": status.key.signs_from.isoformat(),
+            "stopped_at": status.stopped_at.isoformat() if status.stopped_at else None,
+            "retires_at": status.retires_at.isoformat() if status.retires_at else None,
+            "encrypted": status.key.encrypted,
+        }
+        for status in statuses
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        until = f" retires {row['retires_at']}" if row["retires_at"] else ""
+        click.echo(f"{row['alg']} {row['kid']} {row['state']} published {row['published_at']} "
+                   f"signs from {row['signs_from']}{until}{' sealed' if row['encrypted'] else ''}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import ipaddress
 import itertools
 import os
 import textwrap
@@ -29,18 +30,33 @@ from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = [
+    "CARD_REVOCATION_POLICIES",
     "DeviceSettings",
     "LoginSettings",
     "OidcSettings",
+    "OpsSettings",
     "PkiSettings",
     "Settings",
     "SettingsError",
+    "SigningSettings",
     "example_toml",
     "load_settings",
 ]
 
 ENV_PREFIX = "IDP_"
+_NOT_SETTINGS = frozenset({"IDP_CONFIG", "IDP_KEK", "IDP_KEK_FILE"})
+"""Environment variables with the prefix that are no setting: the settings file, and the
+key-encryption key of ``idp.oidc.keys``, a secret read only where keys are opened."""
+MIN_METRICS_TOKEN_LENGTH = 32
 _T = typing.TypeVar("_T")
+
+
+JWKS_MAX_AGE = timedelta(hours=1)
+"""How long an RP may cache /jwks (its Cache-Control max-age); a rotation's overlap exceeds it."""
+
+
+CARD_REVOCATION_POLICIES = ("ocsp-then-fresh-crl", "ocsp-only", "crl-only")
+"""The values of ``pki.card_revocation`` (``idp.ceremonies.revocation_cache.CardRevocationPolicy``)."""
 
 
 class SettingsError(ValueError):
@@ -79,6 +95,25 @@ class PkiSettings:
     """How long one J-LIS CRL download or OCSP query may take; an unreachable OCSP responder at
     enrollment falls back to the cached CRLs."""
 
+    jlis_linking_url: str = ""
+    """The J-LIS linking-data feed (e.g. ``http://127.0.0.1:8100/linking``) that ``idp pki sync`` reads
+    after the CRLs, so that a renewed, moved or reissued card stays the same person. Empty: not read."""
+
+    card_revocation: str = "ocsp-then-fresh-crl"
+    """How an enrollment learns that the card certificates are not revoked: ``ocsp-then-fresh-crl``
+    asks J-LIS OCSP and, when it cannot answer, uses the cached CRL while that is fresh;
+    ``ocsp-only`` refuses the enrollment when OCSP cannot answer; ``crl-only`` never asks OCSP.
+    Whatever the policy, an enrollment with no usable status is refused (card_revocation_unavailable)."""
+
+    card_crl_max_age: timedelta = timedelta(hours=48)
+    """How old (since its thisUpdate) a cached J-LIS CRL may be and still vouch for a card
+    certificate; a CRL past its nextUpdate never does. J-LIS publishes daily."""
+
+    def __post_init__(self) -> None:
+        if self.card_revocation not in CARD_REVOCATION_POLICIES:
+            choices = ", ".join(CARD_REVOCATION_POLICIES)
+            raise SettingsError(f"pki.card_revocation must be one of {choices}, not {self.card_revocation!r}")
+
 
 @dataclass(frozen=True, kw_only=True)
 class DeviceSettings:
@@ -114,6 +149,27 @@ class OidcSettings:
     """How long each process reuses what it read of a registered client. ``idp clients remove``
     (or a new registration) takes effect in a running portal within this time."""
 
+    jwks_uri_cache_ttl: timedelta = timedelta(minutes=5)
+    """How long each process uses the keys it fetched from a private_key_jwt client's jwks_uri
+    before fetching them again."""
+
+    jwks_uri_refetch_interval: timedelta = timedelta(seconds=60)
+    """The least time between two fetches of one client's jwks_uri by one process. An assertion
+    naming a key id the portal has not seen (the client rotated its keys) fetches again at most
+    this often, and a failed fetch is not retried sooner, so bad assertions cannot make the
+    portal hammer a client's server."""
+
+    jwks_uri_timeout: timedelta = timedelta(seconds=3)
+    """How long one fetch of a client's jwks_uri may take; a slower client fails to authenticate."""
+
+    key_rotation_overlap: timedelta = timedelta(hours=24)
+    """How long a key added by ``idp keys rotate`` is published in /jwks before it signs anything,
+    so that every RP's cached JWK Set holds it first. Must exceed the hour /jwks lets RPs cache it."""
+
+    def __post_init__(self) -> None:
+        if self.key_rotation_overlap <= JWKS_MAX_AGE:
+            raise SettingsError("oidc.key_rotation_overlap must exceed 1 hour, the JWKS cache lifetime of /jwks")
+
 
 @dataclass(frozen=True, kw_only=True)
 class LoginSettings:
@@ -131,6 +187,124 @@ class LoginSettings:
     link_max_age: timedelta = timedelta(seconds=60)
     """How old a same-device link may be when the phone opens it. The page renews the link every
     rotation, like the QR code, so a link copied from the page and relayed goes stale."""
+
+    session_idle_ttl: timedelta = timedelta(minutes=30)
+    """How long the portal session a completed login leaves in the browser lasts unused. The
+    session serves ``prompt=none`` requests (and the account page) only: every other login still
+    asks the phone."""
+
+    session_lifetime: timedelta = timedelta(hours=8)
+    """How long a portal session lasts at most after its login, however often it is used."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SigningSettings:
+    """Document signatures, their timestamps (RFC 3161) and their verification."""
+
+    tsa_policy: str = "2.25.75866854229242772120746479556451608109.3.1"
+    """The TSA policy OID that every timestamp names (RFC 3161 §2.4.2 TSTInfo.policy); a request
+    asking for another policy is refused with unacceptedPolicy."""
+
+    assertion_alg: str = "ES256"
+    """The JWS algorithm of signed-document assertions: ES256 or RS256 (the OIDC signing keys)."""
+
+    max_document_bytes: int = 20 * 1024 * 1024
+    """Largest document (a PDF to sign or to verify, or a document checked against a detached
+    signature) the portal reads; anything larger is refused before it is read."""
+
+    def __post_init__(self) -> None:
+        if not all(arc.isdigit() for arc in self.tsa_policy.split(".")) or self.tsa_policy.count(".") < 1:
+            raise SettingsError(f"signing.tsa_policy must be a dotted OID, not {self.tsa_policy!r}")
+        if self.assertion_alg not in {"ES256", "RS256"}:
+            raise SettingsError("signing.assertion_alg must be ES256 or RS256")
+        if self.max_document_bytes < 1:
+            raise SettingsError("signing.max_document_bytes must be positive")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpsSettings:
+    """What operators see: metrics, health and logs (docs/operations.md)."""
+
+    metrics: bool = True
+    """Serve Prometheus metrics at /metrics and time every request per endpoint. Off saves the
+    per-request timing (a few microseconds) and hides the endpoint."""
+
+    metrics_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    """Source networks (CIDR) allowed to read /metrics. A request that came through a reverse
+    proxy (it carries Forwarded or X-Forwarded-For) is refused whatever its source."""
+
+    metrics_token: str = ""
+    """When set, /metrics also wants ``Authorization: Bearer <token>`` (at least 32 characters).
+    Set it in the environment (IDP_OPS__METRICS_TOKEN), never in a file under version control."""
+
+    json_logs: bool = True
+    """Log one JSON object per line (events, errors and the access log), each with its request
+    id; off gives plain text lines. Read by config/gunicorn.conf.py at start-up."""
+
+    def __post_init__(self) -> None:
+        for network in self.metrics_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise SettingsError(f"ops.metrics_networks: {network!r} is not a CIDR network") from exc
+        if self.metrics_token and len(self.metrics_token) < MIN_METRICS_TOKEN_LENGTH:
+            raise SettingsError(f"ops.metrics_token must be at least {MIN_METRICS_TOKEN_LENGTH} characters")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LimitsSettings:
+    """Rate limits: over a limit the portal answers HTTP 429 with Retry-After (docs/operations.md).
+
+    Counted in the ephemeral store (shared by every worker and host) per fixed window; each
+    limited request costs one store round trip. The defaults leave normal use far below them.
+    """
+
+    enabled: bool = True
+    """Count and enforce the limits below."""
+
+    window: timedelta = timedelta(seconds=60)
+    """The counting window of the per-client and per-address limits."""
+
+    token_per_client: int = 600
+    """Token requests per authenticated client per window."""
+
+    token_per_address: int = 1200
+    """Token requests per source address per window, counted before client authentication (so
+    guessing a client secret is slowed too)."""
+
+    par_per_client: int = 600
+    """Pushed authorization requests per authenticated client per window."""
+
+    authorize_per_address: int = 300
+    """Login pages opened (/authorize) per source address per window."""
+
+    device_per_address: int = 600
+    """Device API requests per source address per window."""
+
+    failed_approvals: int = 5
+    """Approvals refused for one person (bad signature, counter replay, refused certificate...)
+    within ``failure_window`` after which that person's pending logins are locked."""
+
+    failure_window: timedelta = timedelta(minutes=10)
+    """The window ``failed_approvals`` is counted in."""
+
+    person_lock: timedelta = timedelta(minutes=15)
+    """How long a person's approvals are refused once ``failed_approvals`` is reached."""
+
+    proxy_hops: int = 0
+    """Reverse proxies in front of the portal that append to X-Forwarded-For: the source address
+    is the entry this many hops from the right. 0: the TCP peer (no proxy)."""
+
+    def __post_init__(self) -> None:
+        for name in ("token_per_client", "token_per_address", "par_per_client", "authorize_per_address",
+                     "device_per_address", "failed_approvals"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"limits.{name} must be at least 1")
+        for name in ("window", "failure_window", "person_lock"):
+            if getattr(self, name) < timedelta(seconds=1):
+                raise SettingsError(f"limits.{name} must be at least one second")
+        if self.proxy_hops < 0:
+            raise SettingsError("limits.proxy_hops must not be negative")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,6 +327,10 @@ class Settings:
     """Redis URL of the ephemeral store; empty means the in-process store, which serves one
     process only and refuses to run in a second worker."""
 
+    redis_prefix: str = "myna:"
+    """Prefix of every key the portal writes in Redis: several portals (or test runs) can share
+    one Redis without seeing each other's transactions, codes or rate-limit counters."""
+
     pki: PkiSettings = field(default_factory=PkiSettings)
     """Certificate authorities and trust."""
 
@@ -164,6 +342,15 @@ class Settings:
 
     login: LoginSettings = field(default_factory=LoginSettings)
     """The login page and its transaction."""
+
+    signing: SigningSettings = field(default_factory=SigningSettings)
+    """Document signatures, timestamps and verification."""
+
+    ops: OpsSettings = field(default_factory=OpsSettings)
+    """Metrics, health and logs."""
+
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
+    """Rate limits."""
 
     @property
     def effective_database_url(self) -> str:
@@ -212,7 +399,7 @@ def _from_environment(env: Mapping[str, str]) -> dict[str, Any]:
         if env.get(conventional):
             values[conventional.lower()] = env[conventional]
     for name, raw in env.items():
-        if not name.startswith(ENV_PREFIX) or name == "IDP_CONFIG":
+        if not name.startswith(ENV_PREFIX) or name in _NOT_SETTINGS:
             continue
         path = name.removeprefix(ENV_PREFIX).lower().split("__")
         target = values

@@ -4,6 +4,10 @@ It is an outside client of the portal: it knows only the issuer URL and its clie
 registration, discovers everything else from ``/.well-known/openid-configuration``, and uses
 Authlib's Flask client for the authorization code flow with PKCE S256 and a nonce. It checks
 the RFC 9207 ``iss`` response parameter before redeeming a code, so a mix-up attack fails here.
+Logging out ends the portal session too (RP-Initiated Logout 1.0): the browser goes to the
+portal's ``end_session_endpoint`` with the ID token as ``id_token_hint`` and, when one is
+configured (and registered with ``idp clients add --post-logout-redirect-uri``), comes back to
+``post_logout_redirect_uri`` with the ``state`` it was sent with.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.flask_client import OAuth
@@ -31,10 +36,13 @@ class RpConfig:
     client_id: str
     client_secret: str
     scope: str = SCOPES
+    post_logout_redirect_uri: str | None = None
+    """Where the portal returns the browser after logout; without one the portal shows its own page."""
 
     @classmethod
     def from_environment(cls) -> RpConfig:
-        """Read ``MYNA_RP_ISSUER``, ``MYNA_RP_CLIENT_ID``, ``MYNA_RP_CLIENT_SECRET`` (and ``MYNA_RP_SCOPE``)."""
+        """Read ``MYNA_RP_ISSUER``, ``MYNA_RP_CLIENT_ID``, ``MYNA_RP_CLIENT_SECRET`` (and ``MYNA_RP_SCOPE``,
+        ``MYNA_RP_POST_LOGOUT_REDIRECT_URI``)."""
         missing = [name for name in ("MYNA_RP_ISSUER", "MYNA_RP_CLIENT_ID", "MYNA_RP_CLIENT_SECRET")
                    if not os.environ.get(name)]
         if missing:
@@ -44,6 +52,7 @@ class RpConfig:
             client_id=os.environ["MYNA_RP_CLIENT_ID"],
             client_secret=os.environ["MYNA_RP_CLIENT_SECRET"],
             scope=os.environ.get("MYNA_RP_SCOPE", SCOPES),
+            post_logout_redirect_uri=os.environ.get("MYNA_RP_POST_LOGOUT_REDIRECT_URI") or None,
         )
 
 
@@ -84,14 +93,38 @@ def create_app(config: RpConfig) -> Flask:
         except OAuthError as exc:
             return render_template("error.html", error=exc.error, description=exc.description or ""), 400
         session["user"] = _user(token["userinfo"], dict(userinfo))
+        session["id_token"] = token["id_token"]
         return redirect(url_for("home"))
 
     @app.post("/logout")
     def logout() -> Response:
+        """Forget the user here, then end the portal session at its end_session_endpoint."""
+        id_token = session.get("id_token")
         session.clear()
-        return redirect(url_for("home"))
+        end_session = portal.load_server_metadata().get("end_session_endpoint")
+        return _end_portal_session(end_session, config, id_token=id_token)
+
+    @app.get("/logged-out")
+    def logged_out() -> Response:
+        """The post_logout_redirect_uri: home, with the state checked against the logout sent (RP-Initiated
+        Logout 1.0 §3: the state lets the RP tell its own logout's return from anyone's link)."""
+        expected = session.pop("logout_state", None)
+        if expected is None or request.args.get("state") != expected:
+            return redirect(url_for("home"))
+        return redirect(url_for("home", logged_out=1))
 
     return app
+
+
+def _end_portal_session(end_session: str | None, config: RpConfig, *, id_token: str | None) -> Response:
+    """To the portal's end_session_endpoint with the ID token as hint (and the way back, when configured)."""
+    if not id_token or not end_session:
+        return redirect(url_for("home"))
+    params = {"id_token_hint": id_token, "client_id": config.client_id}
+    if config.post_logout_redirect_uri:
+        session["logout_state"] = params["state"] = secrets.token_urlsafe(16)
+        params["post_logout_redirect_uri"] = config.post_logout_redirect_uri
+    return redirect(f"{end_session}?{urlencode(params)}", code=303)
 
 
 def _user(id_token: dict[str, Any], userinfo: dict[str, Any]) -> dict[str, Any]:

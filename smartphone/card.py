@@ -205,6 +205,18 @@ class MyNumberCard:
                 raise CertificateMismatch(f"the {key.label} certificate is not for this card's {key.label} key")
         self._certificates = CardCertificates(auth=auth, sign=sign)
 
+    def renew_key(self, key: CardKey) -> None:
+        """Make a new key pair in ``key``'s slot, as J-LIS does at a renewal or a move.
+
+        The old key is gone for good; the PIN and its retry counter stay. The card holds no
+        certificates until J-LIS writes the new ones (``install_certificates``): a certificate
+        for the old key must never be read from it again.
+        """
+        private_key = generate_key(KeyAlgorithm.RSA_2048)
+        assert isinstance(private_key, rsa.RSAPrivateKey)  # noqa: S101 - RSA_2048 makes RSA keys
+        self._slots[key].private_key = private_key
+        self._certificates = None
+
     @property
     def certificates(self) -> CardCertificates:
         """Both certificates; readable without a PIN, as on the real card. Raises NoCertificate."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import functools
 import os
+import secrets
+import shutil
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,9 +27,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from idp.pki import attributes as basic_attributes
 from idp.pki.attributes import BasicAttributes, MalformedAttributes, Sex
 from idp.pki.registry import CertificateStatus, RegistryError
-from smartphone.card import CardError, CardKey, InvalidPin, check_pin
+from smartphone.card import CardCertificates, CardError, CardKey, InvalidPin, MyNumberCard, check_pin
 from smartphone.files import CorruptState
-from smartphone.jlis import CARD_REVOCATION_REASONS, normalise_base_url
+from smartphone.jlis import CARD_REVOCATION_REASONS, LifeEventRefused, normalise_base_url
 from smartphone.portal_client import PortalClient, PortalError, enroll
 from smartphone.secure_element import SecureElementError
 from smartphone.state import State, StateError, check_name, read_passphrase
@@ -217,6 +219,101 @@ def card_revoke(state_dir: Path, passphrase_file: Path | None, card_name: str, r
         changed = state.load_jlis().revoke_card(certificates, reason=_REASONS[reason], now=_now())
     for status in changed:
         click.echo(f"revoked {status.profile} certificate {status.serial_number:x} ({reason})")
+
+
+# -- life events: J-LIS replaces certificates and publishes the links (docs/linking.md) --------------
+
+
+def _replace_card(state: State, passphrase: bytes, name: str, holder: MyNumberCard) -> None:
+    """Write the card's new keys and certificates in place of the old directory.
+
+    The new directory is written whole beside the state first (``State.add_card``), then swapped
+    in with two renames, so the card directory is either the old one or the new one.
+    """
+    token = secrets.token_hex(4)
+    pending = state.root / f".pending-{token}"
+    try:
+        State(pending, passphrase).add_card(name, holder)
+        target = state.card_dir(name)
+        retired = target.with_name(f".{name}.{token}.old")
+        target.rename(retired)
+        try:
+            (pending / "cards" / name).rename(target)
+        except OSError:
+            retired.rename(target)
+            raise
+        shutil.rmtree(retired, ignore_errors=True)
+    finally:
+        shutil.rmtree(pending, ignore_errors=True)
+
+
+def _print_certificates(name: str, certificates: CardCertificates, event: str) -> None:
+    click.echo(f"card {name!r} {event}")
+    click.echo(f"  user-authentication certificate {certificates.auth.serial_number:x}")
+    click.echo(f"  signature certificate {certificates.sign.serial_number:x}")
+
+
+@card.command("renew")
+@_state_options
+@click.option("--card", "card_name", required=True, callback=_checked(functools.partial(check_name, "card")),
+              help="Name of the card in --state.")
+def card_renew(state_dir: Path, passphrase_file: Path | None, card_name: str) -> None:
+    """Renew both certificates: new keys on the card, the old certificates revoked (superseded), links published."""
+    state = _state(state_dir, passphrase_file)
+    with _refusals():
+        holder = state.load_card(card_name)
+        try:
+            renewed = state.load_jlis().renew_card(holder, now=_now())
+        except LifeEventRefused as exc:
+            raise click.ClickException(f"J-LIS refused the renewal: {exc}") from exc
+        _replace_card(state, read_passphrase(passphrase_file), card_name, holder)
+    _print_certificates(card_name, renewed, "renewed; the old certificates are revoked (superseded)")
+
+
+@card.command("move")
+@_state_options
+@click.option("--card", "card_name", required=True, callback=_checked(functools.partial(check_name, "card")),
+              help="Name of the card in --state.")
+@click.option("--address", required=True, help="The new address from the prefecture on, no postcode.")
+@click.option("--prefecture", required=True, help="The new prefecture, for the signature certificate's subject.")
+@click.option("--city", required=True, help="The new city, for the signature certificate's subject.")
+def card_move(*, state_dir: Path, passphrase_file: Path | None, card_name: str, address: str, prefecture: str,
+              city: str) -> None:
+    """Move house: a new signature certificate with the new address, the old one revoked (affiliationChanged)."""
+    state = _state(state_dir, passphrase_file)
+    with _refusals():
+        holder = state.load_card(card_name)
+        try:
+            moved = state.load_jlis().move_card(holder, address=address, prefecture=prefecture, city=city,
+                                                now=_now())
+        except MalformedAttributes as exc:
+            raise click.BadParameter(str(exc), param_hint="'--address'") from exc
+        except LifeEventRefused as exc:
+            raise click.ClickException(f"J-LIS refused the move: {exc}") from exc
+        _replace_card(state, read_passphrase(passphrase_file), card_name, holder)
+    _print_certificates(card_name, moved, "moved; the old signature certificate is revoked (affiliationChanged)")
+
+
+@card.command("reissue")
+@_state_options
+@click.option("--card", "card_name", required=True, callback=_checked(functools.partial(check_name, "card")),
+              help="Name of the lost card in --state; the new card takes its place.")
+@_pin_option(CardKey.AUTH, "--auth-pin", envvar="SMARTPHONE_AUTH_PIN",
+             help_text="The new card's user-authentication PIN: 4 digits (or $SMARTPHONE_AUTH_PIN, or a prompt).")
+@_pin_option(CardKey.SIGN, "--sign-pin", envvar="SMARTPHONE_SIGN_PIN",
+             help_text="The new card's signature PIN (or $SMARTPHONE_SIGN_PIN, or a prompt).")
+def card_reissue(state_dir: Path, passphrase_file: Path | None, card_name: str, auth_pin: str,
+                 sign_pin: str) -> None:
+    """Reissue a lost card: new keys, PINs and certificates, the old certificates revoked (keyCompromise)."""
+    state = _state(state_dir, passphrase_file)
+    with _refusals():
+        old = state.card_certificates(card_name)
+        try:
+            reissued = state.load_jlis().reissue_card(old, auth_pin=auth_pin, sign_pin=sign_pin, now=_now())
+        except LifeEventRefused as exc:
+            raise click.ClickException(f"J-LIS refused the reissue: {exc}") from exc
+        _replace_card(state, read_passphrase(passphrase_file), card_name, reissued)
+    _print_certificates(card_name, reissued.certificates, "reissued; the old certificates are revoked (keyCompromise)")
 
 
 def _status_line(status: CertificateStatus | None) -> str:
@@ -436,13 +533,15 @@ def approve_command(*, state_dir: Path, passphrase_file: Path | None, phone_name
         enrollment = load_enrollment(state, phone_name)
     client = PortalClient(enrollment.portal)
     try:
-        transaction = client.lookup_transaction(qr=qr, link=link)
+        transaction = client.lookup_transaction(qr=qr, link=link, credential_id=enrollment.auth_credential_id)
     except PortalError as exc:
         raise click.ClickException(f"the portal refused the lookup: {exc.title} ({exc.type})") from exc
     click.echo(f"request from: {transaction['rp_name']}")
     click.echo(f"verification code: {transaction['verification_code']}")
     requested = transaction["requested_attributes"]
     click.echo("attributes: " + (", ".join(ATTRIBUTE_LABELS.get(name, name) for name in requested) or "none"))
+    for document in transaction.get("documents", []):
+        click.echo(f"document to sign: {document['label']} (SHA-256 {document['digest_prefix']}…)")
     try:
         if decline:
             client.decline_transaction(transaction["transaction_id"])

@@ -95,7 +95,8 @@ def _world(state: State, jlis_url: str) -> None:
 
 
 def _portal_environment(directory: Path, state: State, ports: Ports) -> dict[str, str]:
-    """The portal's settings as environment variables: trust this J-LIS and this SE vendor."""
+    """The portal's settings as environment variables: trust this J-LIS and this SE vendor, and follow
+    its linking data, so that a renewed, moved or reissued card stays the same person."""
     jlis = state.jlis_dir
     environment = {key: value for key, value in os.environ.items()
                    if not key.startswith("IDP_") and key not in {"DATABASE_URL", "REDIS_URL"}}
@@ -105,6 +106,7 @@ def _portal_environment(directory: Path, state: State, ports: Ports) -> dict[str
         "IDP_PKI__JLIS_ROOTS": str(jlis / "jlis-root.crt"),
         "IDP_PKI__JLIS_INTERMEDIATES": f"{jlis / 'jlis-auth-ca.crt'},{jlis / 'jlis-sign-ca.crt'}",
         "IDP_PKI__JLIS_CRL_URLS": f"{ports.url('jlis')}/crl/jlis-auth-ca.crl,{ports.url('jlis')}/crl/jlis-sign-ca.crl",
+        "IDP_PKI__JLIS_LINKING_URL": f"{ports.url('jlis')}/linking",
         "IDP_PKI__ATTESTATION_ROOTS": str(state.vendor_dir(VENDOR) / "root.crt"),
     }
 

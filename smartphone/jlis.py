@@ -6,10 +6,15 @@ signature"), all RSA-2048 under ``O=JPKI-TEST``. Each is an ``idp.pki.authority`
 ``CertificateAuthority`` with a JSON-file registry, so CRLs (RFC 5280 §5) and OCSP (RFC 6960,
 ``idp.pki.ocsp``) come from the same code the portal uses. Card certificates point at
 ``{base_url}/crl/<ca>.crl`` and ``{base_url}/ocsp``, which ``jlis_server`` serves.
+
+J-LIS also publishes linking data (``jlis_linking``): every issuance says which two certificates
+are one person's, and the life events (``renew_card``, ``move_card``, ``reissue_card``) say which
+new certificate succeeds which old one, signed by the linking-data signer the root certifies.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +24,7 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from idp.pki import attributes as basic_attributes
 from idp.pki.attributes import BasicAttributes
@@ -28,6 +34,7 @@ from idp.pki.profiles import (
     CARD_AUTH,
     CARD_SIGN,
     JLIS_AUTH_CA,
+    JLIS_LINKING_SIGNER,
     JLIS_ROOT,
     JLIS_SIGN_CA,
     Issuer,
@@ -48,6 +55,7 @@ from idp.pki.registry import (
 )
 from smartphone.card import CardCertificates, CardKey, MyNumberCard
 from smartphone.files import CorruptState
+from smartphone.jlis_linking import CardRef, LinkingLog, load_or_issue_signer, sign_page
 from smartphone.keys import seal_key, unseal_key
 from smartphone.registry import JsonFileRegistry
 
@@ -61,6 +69,7 @@ __all__ = [
     "ROOT",
     "SIGN_CA",
     "JLis",
+    "LifeEventRefused",
     "UnknownAuthority",
     "default_card_expiry",
     "normalise_base_url",
@@ -75,7 +84,7 @@ _UNITS = {
     AUTH_CA: "JPKI for user authentication",
     SIGN_CA: "JPKI for digital signature",
 }
-_ISSUES = {ROOT: frozenset({AUTH_CA, SIGN_CA}), AUTH_CA: frozenset({CARD_AUTH.name}),
+_ISSUES = {ROOT: frozenset({AUTH_CA, SIGN_CA, JLIS_LINKING_SIGNER.name}), AUTH_CA: frozenset({CARD_AUTH.name}),
            SIGN_CA: frozenset({CARD_SIGN.name})}
 
 CA_VALIDITY = timedelta(days=20 * 365)
@@ -103,6 +112,10 @@ _ADULT_AGE = 18
 
 class UnknownAuthority(LookupError):
     """No J-LIS authority has that name."""
+
+
+class LifeEventRefused(ValueError):
+    """J-LIS will not renew, move or reissue this card's certificates; the message says why."""
 
 
 def normalise_base_url(url: str) -> str:
@@ -154,21 +167,26 @@ def _rsa(key: object) -> rsa.RSAPrivateKey:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JLis:
-    """The J-LIS root and its two issuing CAs."""
+    """The J-LIS root, its two issuing CAs, and the linking data with its signer."""
 
     base_url: str
     root: CertificateAuthority
     auth_ca: CertificateAuthority
     sign_ca: CertificateAuthority
+    linking: LinkingLog
+    linking_signer: Issuer | None = None
+    """Signs the linking-data feed; None for a J-LIS created without a passphrase (``restore`` makes one)."""
 
     def __repr__(self) -> str:
         return f"JLis({self.base_url!r})"
 
     @classmethod
-    def create(cls, *, base_url: str, now: datetime, registry_dir: Path) -> JLis:
+    def create(cls, *, base_url: str, now: datetime, registry_dir: Path, passphrase: bytes | None = None) -> JLis:
         """A new J-LIS: fresh RSA-2048 keys, a root and two issuing CAs valid for 20 years.
 
-        Registries are JSON files in ``registry_dir``. Raises ValueError for a bad URL.
+        Registries and the linking log are JSON files in ``registry_dir``; with ``passphrase`` the
+        linking-data signer is issued too and kept there, its key encrypted. Raises ValueError for
+        a bad URL.
         """
         base_url = normalise_base_url(base_url)
         root_key = _rsa(generate_key(KeyAlgorithm.RSA_2048))
@@ -190,7 +208,11 @@ class JLis:
                 now=now, not_after=now + CA_VALIDITY,
             )
             issuing[name] = _authority(name, Issuer(certificate, key), base_url, registry_dir)
-        return cls(base_url=base_url, root=root, auth_ca=issuing[AUTH_CA], sign_ca=issuing[SIGN_CA])
+        signer = None
+        if passphrase is not None:
+            signer = load_or_issue_signer(registry_dir, root=root, passphrase=passphrase, now=now)
+        return cls(base_url=base_url, root=root, auth_ca=issuing[AUTH_CA], sign_ca=issuing[SIGN_CA],
+                   linking=_linking_log(registry_dir), linking_signer=signer)
 
     @property
     def authorities(self) -> tuple[CertificateAuthority, ...]:
@@ -237,23 +259,120 @@ class JLis:
         last_day = card_certificate_expiry(
             date_of_birth=attributes.date_of_birth, issued_on=issued_on, card_expiry=card_expiry,
         )
-        auth = self.auth_ca.issue(
+        self._certify(card, _Holder(attributes, prefecture, city), not_after=_end_of_day_jst(last_day), now=now)
+        return card
+
+    # -- life events: each publishes the links that keep the person one person --------------------
+
+    def renew_card(self, card: MyNumberCard, *, now: datetime, card_expiry: date | None = None) -> CardCertificates:
+        """Renewal (every five years): new keys made on the card, new certificates for both, the old
+        ones revoked with superseded, and the links old → new and new auth ↔ new sign published.
+
+        The validity follows ``card_certificate_expiry`` with ``card_expiry`` (default: as for a
+        card issued today). Raises LifeEventRefused (a certificate that is not good) or
+        UnknownCertificate before anything changes.
+        """
+        old = card.certificates
+        self._require_good(old)
+        holder = _Holder.of(old.sign)
+        issued_on = now.astimezone(JST).date()
+        if card_expiry is None:
+            card_expiry = default_card_expiry(date_of_birth=holder.attributes.date_of_birth, issued_on=issued_on)
+        if card_expiry <= issued_on:
+            raise LifeEventRefused("the card must expire after the day it is renewed")
+        last_day = card_certificate_expiry(
+            date_of_birth=holder.attributes.date_of_birth, issued_on=issued_on, card_expiry=card_expiry,
+        )
+        card.renew_key(CardKey.AUTH)
+        card.renew_key(CardKey.SIGN)
+        new = self._certify(card, holder, not_after=_end_of_day_jst(last_day), now=now)
+        self._supersede(old, new, keys=tuple(CardKey), reason=x509.ReasonFlags.superseded, now=now)
+        return new
+
+    def move_card(self, card: MyNumberCard, *, address: str, prefecture: str, city: str,
+                  now: datetime) -> CardCertificates:
+        """A move: a new signature key and certificate with the new address, the old signature
+        certificate revoked with affiliationChanged; the user-authentication certificate stays.
+
+        Publishes old sign → new sign and auth ↔ new sign. Raises LifeEventRefused (a certificate
+        that is not good, an empty prefecture or city), MalformedAttributes (a bad address) or
+        UnknownCertificate before anything changes.
+        """
+        if not prefecture.strip() or not city.strip():
+            raise LifeEventRefused("the prefecture and the city must not be empty")
+        old = card.certificates
+        self._require_good(old)
+        moved = dataclasses.replace(_Holder.of(old.sign).attributes, address=address, address_substitutes="")
+        card.renew_key(CardKey.SIGN)
+        new = self._certify(card, _Holder(moved, prefecture, city), not_after=old.auth.not_valid_after_utc,
+                            now=now, keep_auth=old.auth)
+        self._supersede(old, new, keys=(CardKey.SIGN,), reason=x509.ReasonFlags.affiliation_changed, now=now)
+        return new
+
+    def reissue_card(self, old: CardCertificates, *, auth_pin: str, sign_pin: str, now: datetime,
+                     card_expiry: date | None = None) -> MyNumberCard:
+        """A lost card: a new card (new keys, PINs and certificates) for the same holder, the old
+        certificates revoked with keyCompromise (unless already revoked), the links published.
+
+        Raises LifeEventRefused when an old certificate was already replaced (renewed or moved),
+        UnknownCertificate, or what ``issue_card`` raises, before anything changes.
+        """
+        statuses = self.card_status(old)
+        for key, status in statuses.items():
+            if status.reason in _REPLACED:
+                raise LifeEventRefused(f"the {key.label} certificate was already replaced; reissue the current card")
+        holder = _Holder.of(old.sign)
+        card = self.issue_card(attributes=holder.attributes, prefecture=holder.prefecture, city=holder.city,
+                               auth_pin=auth_pin, sign_pin=sign_pin, now=now, card_expiry=card_expiry)
+        self._supersede(old, card.certificates, keys=tuple(CardKey), reason=x509.ReasonFlags.key_compromise, now=now)
+        return card
+
+    def linking_page(self, *, since: int, limit: int, now: datetime) -> str:
+        """The signed feed page of the links after sequence number ``since`` (``jlis_linking.sign_page``)."""
+        if self.linking_signer is None:
+            raise CorruptState("this J-LIS has no linking-data signer: load it with its passphrase")
+        entries, more = self.linking.since(since, limit=limit)
+        return sign_page(signer=self.linking_signer, entries=entries, since=since, more=more,
+                         issuer_url=f"{self.base_url}/linking", now=now)
+
+    def _certify(self, card: MyNumberCard, holder: _Holder, *, not_after: datetime, now: datetime,
+                 keep_auth: x509.Certificate | None = None) -> CardCertificates:
+        """Certify the card's keys (the user-authentication one unless ``keep_auth``), write the
+        certificates onto it and publish that they are one person's."""
+        auth = keep_auth or self.auth_ca.issue(
             profile=CARD_AUTH,
             subject=card_auth_subject(_issuance_id()),
             public_key=card.public_key(CardKey.AUTH),
             now=now,
-            not_after=_end_of_day_jst(last_day),
+            not_after=not_after,
         )
         sign = self.sign_ca.issue(
             profile=CARD_SIGN,
-            subject=card_sign_subject(_issuance_id(), prefecture=prefecture, city=city),
+            subject=card_sign_subject(_issuance_id(), prefecture=holder.prefecture, city=holder.city),
             public_key=card.public_key(CardKey.SIGN),
             now=now,
-            not_after=min(_end_of_day_jst(last_day), auth.not_valid_after_utc),
-            alternative_names=basic_attributes.encode(attributes),
+            not_after=min(not_after, auth.not_valid_after_utc),
+            alternative_names=basic_attributes.encode(holder.attributes),
         )
         card.install_certificates(auth=auth, sign=sign)
-        return card
+        self.linking.same_person(auth=CardRef.of(auth, CardKey.AUTH.value), sign=CardRef.of(sign, CardKey.SIGN.value),
+                                 now=now)
+        return card.certificates
+
+    def _require_good(self, certificates: CardCertificates) -> None:
+        for key, status in self.card_status(certificates).items():
+            if status.state is not CertificateState.GOOD:
+                raise LifeEventRefused(f"the {key.label} certificate is {status.state.value}")
+
+    def _supersede(self, old: CardCertificates, new: CardCertificates, *, keys: tuple[CardKey, ...],
+                   reason: x509.ReasonFlags, now: datetime) -> None:
+        """Revoke each old certificate still good or held, then publish old → new for each key."""
+        for key in keys:
+            authority = self.auth_ca if key is CardKey.AUTH else self.sign_ca
+            if self._status_of(authority, old[key]).state is not CertificateState.REVOKED:
+                authority.revoke(old[key].serial_number, reason=reason, now=now)
+            self.linking.successor(old=CardRef.of(old[key], key.value), new=CardRef.of(new[key], key.value),
+                                   reason=reason, now=now)
 
     def revoke_card(
         self, certificates: CardCertificates, *, reason: x509.ReasonFlags, now: datetime,
@@ -307,16 +426,21 @@ class JLis:
         wrapped_keys: Mapping[str, bytes],
         passphrase: bytes,
         registry_dir: Path,
+        now: datetime | None = None,
     ) -> JLis:
-        """A J-LIS from stored certificates and keys. Raises WrongPassphrase or CorruptState."""
+        """A J-LIS from stored certificates and keys, with its linking-data signer (issued at ``now``,
+        default the current time, if there is none yet or it expired). Raises WrongPassphrase or CorruptState."""
         authorities = {}
         for name in CA_NAMES:
             key = _rsa(unseal_key(wrapped_keys[name], passphrase))
             if certificates[name].public_key() != key.public_key():
                 raise CorruptState(f"the stored {name} key does not match its certificate")
             authorities[name] = _authority(name, Issuer(certificates[name], key), base_url, registry_dir)
+        signer = load_or_issue_signer(
+            registry_dir, root=authorities[ROOT], passphrase=passphrase, now=now or datetime.now(UTC),
+        )
         return cls(base_url=base_url, root=authorities[ROOT], auth_ca=authorities[AUTH_CA],
-                   sign_ca=authorities[SIGN_CA])
+                   sign_ca=authorities[SIGN_CA], linking=_linking_log(registry_dir), linking_signer=signer)
 
     @staticmethod
     def _status_of(authority: CertificateAuthority, certificate: x509.Certificate) -> CertificateStatus:
@@ -328,6 +452,30 @@ class JLis:
         if status is None:
             raise UnknownCertificate(f"{authority.name} did not issue certificate {certificate.serial_number:x}")
         return status
+
+
+_REPLACED = frozenset({x509.ReasonFlags.superseded, x509.ReasonFlags.affiliation_changed})
+"""Revocation reasons that mean J-LIS already issued a successor."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Holder:
+    """What a card's signature certificate says of its holder: the attributes and the subject's locality."""
+
+    attributes: BasicAttributes
+    prefecture: str
+    city: str
+
+    @classmethod
+    def of(cls, sign: x509.Certificate) -> _Holder:
+        localities = [str(attribute.value) for attribute in sign.subject.get_attributes_for_oid(NameOID.LOCALITY_NAME)]
+        if len(localities) != 2:  # noqa: PLR2004 - the prefecture and the city
+            raise CorruptState("a card signature certificate names its prefecture and city")
+        return cls(basic_attributes.decode(sign), localities[0], localities[1])
+
+
+def _linking_log(registry_dir: Path) -> LinkingLog:
+    return LinkingLog(registry_dir / "linking.json")
 
 
 def _authority(name: str, issuer: Issuer, base_url: str, registry_dir: Path) -> CertificateAuthority:

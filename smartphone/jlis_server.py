@@ -1,8 +1,10 @@
-"""The simulated J-LIS over HTTP: CA certificates, CRLs (RFC 5280) and OCSP (RFC 6960).
+"""The simulated J-LIS over HTTP: CA certificates, CRLs (RFC 5280), OCSP (RFC 6960) and linking data.
 
 ``GET /ca/<name>.crt`` and ``GET /crl/<name>.crl`` serve DER; ``POST /ocsp`` (body
 ``application/ocsp-request``) and ``GET /ocsp/<base64 request>`` (RFC 6960 Appendix A.1) answer
-OCSP. The registries are read on every request, so a ``smartphone card revoke`` shows at once.
+OCSP. ``GET /linking?since=<n>&limit=<m>`` answers one linking-data feed page, a compact JWS
+(``application/jose``) holding the links after sequence number ``n`` (``docs/linking.md``).
+The registries are read on every request, so a ``smartphone card revoke`` shows at once.
 Errors are RFC 9457 problem JSON, never an HTML page or a traceback; an unreadable OCSP request
 gets an OCSP malformedRequest response, as RFC 6960 §2.3 says.
 """
@@ -19,10 +21,11 @@ from typing import Protocol
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException, NotFound, UnsupportedMediaType
+from werkzeug.exceptions import BadRequest, HTTPException, NotFound, UnsupportedMediaType
 
 from idp.pki.ocsp import MalformedOcspRequest, request_from_get
 from smartphone.jlis import JLis, UnknownAuthority
+from smartphone.jlis_linking import MAX_PAGE_SIZE
 from smartphone.state import State, read_passphrase
 
 __all__ = ["MAX_OCSP_REQUEST_BYTES", "Clock", "create_jlis_app"]
@@ -76,6 +79,14 @@ class _Views:
             raise NotFound(str(exc)) from exc
         return Response(revocation_list.public_bytes(serialization.Encoding.DER), mimetype="application/pkix-crl")
 
+    def linking(self) -> Response:
+        since = _whole_number("since", request.args.get("since", "0"), maximum=None)
+        limit = _whole_number("limit", request.args.get("limit", str(MAX_PAGE_SIZE)), maximum=MAX_PAGE_SIZE)
+        if limit == 0:
+            raise BadRequest(f"limit must be 1 to {MAX_PAGE_SIZE}")
+        page = self.jlis.linking_page(since=since, limit=limit, now=self.clock.now())
+        return Response(page, mimetype="application/jose")
+
     def ocsp_post(self) -> Response:
         if request.mimetype != OCSP_REQUEST:
             raise UnsupportedMediaType(f"an OCSP request is sent as {OCSP_REQUEST}")
@@ -89,6 +100,16 @@ class _Views:
             malformed = ocsp.OCSPResponseBuilder.build_unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
             return Response(malformed.public_bytes(serialization.Encoding.DER), mimetype=OCSP_RESPONSE)
         return Response(self.jlis.ocsp(request_der, now=self.clock.now()), mimetype=OCSP_RESPONSE)
+
+
+def _whole_number(name: str, text: str, *, maximum: int | None) -> int:
+    """``text`` as a whole number of at most ``maximum``; BadRequest (problem JSON) otherwise."""
+    if not text.isascii() or not text.isdigit() or len(text) > 18:  # noqa: PLR2004 - fits a BIGINT
+        raise BadRequest(f"{name} must be a whole number")
+    value = int(text)
+    if maximum is not None and value > maximum:
+        raise BadRequest(f"{name} must be at most {maximum}")
+    return value
 
 
 def _http_error(error: HTTPException) -> Response:
@@ -114,6 +135,7 @@ def create_jlis_app(jlis_state_dir: Path, clock: Clock | None = None, *, passphr
     app.config["MAX_CONTENT_LENGTH"] = MAX_OCSP_REQUEST_BYTES
     app.add_url_rule("/ca/<name>.crt", view_func=views.ca_certificate, methods=["GET"])
     app.add_url_rule("/crl/<name>.crl", view_func=views.crl, methods=["GET"])
+    app.add_url_rule("/linking", view_func=views.linking, methods=["GET"])
     app.add_url_rule("/ocsp", view_func=views.ocsp_post, methods=["POST"])
     app.add_url_rule("/ocsp/<path:encoded>", view_func=views.ocsp_get, methods=["GET"])
     app.register_error_handler(HTTPException, _http_error)

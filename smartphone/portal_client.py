@@ -12,6 +12,7 @@ nothing is sent to the portal until the card has signed with both.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -37,7 +38,11 @@ __all__ = [
     "consent_digest",
     "device_certificates",
     "enroll",
+    "phone_life_digest",
+    "reenroll_signature_key",
+    "resume_phone",
     "revoke_device",
+    "suspend_phone",
 ]
 
 BINDING_LABEL = b"myna-enrollment-v1"
@@ -45,6 +50,9 @@ ENROLLMENTS = "/device/v1/enrollments"
 TRANSACTIONS = "/device/v1/transactions"
 DEVICES = "/device/v1/devices"
 CONSENT_PURPOSE = "myna-consent-v1"
+PHONES = "/device/v1/phones"
+SIGNATURE_KEYS = "/device/v1/signature-keys"
+PHONE_LIFE_LABEL = b"myna-phone-life-v1"
 
 
 class PortalError(Exception):
@@ -99,22 +107,37 @@ class PortalClient:
         """``POST /device/v1/enrollments/{id}``: the certificates. Raises PortalError."""
         return self._post(f"{ENROLLMENTS}/{enrollment_id}", body)
 
-    def lookup_transaction(self, *, qr: str | None = None, link: str | None = None) -> dict[str, Any]:
-        """``POST /device/v1/transactions/lookup`` with a scanned QR payload or a same-device link."""
+    def lookup_transaction(
+        self, *, qr: str | None = None, link: str | None = None, credential_id: bytes | None = None,
+    ) -> dict[str, Any]:
+        """``POST /device/v1/transactions/lookup`` with a scanned QR payload or a same-device link.
+
+        ``credential_id``: the phone's authentication credential, which a signing request needs
+        to prepare the documents for this phone's signature certificate.
+        """
         if (qr is None) == (link is None):
             raise ValueError("give either the scanned QR payload or the same-device link")
+        body: dict[str, Any]
         if qr is not None:
-            return self._post(f"{TRANSACTIONS}/lookup", {"qr": qr}, expect=200)
-        query = parse_qs(urlsplit(link or "").query)
-        body = {"transaction_id": query.get("id", [""])[0], "token": query.get("token", [""])[0]}
+            body = {"qr": qr}
+        else:
+            query = parse_qs(urlsplit(link or "").query)
+            body = {"transaction_id": query.get("id", [""])[0], "token": query.get("token", [""])[0]}
+        if credential_id is not None:
+            body["credential_id"] = b64url(credential_id)
         return self._post(f"{TRANSACTIONS}/lookup", body, expect=200)
 
     def approve_transaction(
         self, transaction_id: str, *, assertion: dict[str, Any], consent_signature: bytes | None,
+        document_signatures: list[bytes] | None = None,
     ) -> dict[str, Any]:
         """``POST /device/v1/transactions/{id}/approve``. Raises PortalError."""
-        body = {"assertion": assertion,
-                "consent_signature": None if consent_signature is None else b64url(consent_signature)}
+        body: dict[str, Any] = {
+            "assertion": assertion,
+            "consent_signature": None if consent_signature is None else b64url(consent_signature),
+        }
+        if document_signatures is not None:
+            body["document_signatures"] = [b64url(signature) for signature in document_signatures]
         return self._post(f"{TRANSACTIONS}/{transaction_id}/approve", body, expect=200)
 
     def decline_transaction(self, transaction_id: str) -> dict[str, Any]:
@@ -134,6 +157,22 @@ class PortalClient:
         """``POST /device/v1/devices/self/revoke``: revoke the asserting device. Raises PortalError."""
         body = {"challenge_id": challenge_id, "assertion": assertion, "reason": reason}
         return self._post(f"{DEVICES}/self/revoke", body, expect=200)
+
+    def phone_challenge(self) -> dict[str, Any]:
+        """``POST /device/v1/phones/challenges``: a one-time challenge for the card to sign."""
+        return self._post(f"{PHONES}/challenges", {})
+
+    def phone_event(self, device_id: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /device/v1/phones/{device_id}/{suspend|resume}``, card-signed. Raises PortalError."""
+        return self._post(f"{PHONES}/{device_id}/{action}", body, expect=200)
+
+    def start_signature_key(self) -> dict[str, Any]:
+        """``POST /device/v1/signature-keys``: open a signature-key re-enrollment."""
+        return self._post(SIGNATURE_KEYS, {})
+
+    def complete_signature_key(self, rekey_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /device/v1/signature-keys/{id}``. Raises PortalError."""
+        return self._post(f"{SIGNATURE_KEYS}/{rekey_id}", body)
 
     def _post(self, path: str, body: dict[str, Any], *, expect: int = 201) -> dict[str, Any]:
         try:
@@ -230,7 +269,8 @@ def approve(
     presence_only: bool = False,
 ) -> dict[str, Any]:
     """Approve a looked-up transaction: a login assertion by the authentication key and, when
-    attributes are asked for, a consent signature by the signature key. Raises PortalError and
+    attributes are asked for, a consent signature by the signature key; for a signing request,
+    each document's ``to_be_signed`` digest signed by the signature key. Raises PortalError and
     the SE's errors (UserVerificationFailed: the fingerprint did not match)."""
     options = transaction["public_key"]
     assertion = element.get_assertion(
@@ -243,7 +283,15 @@ def approve(
             credential_id=enrollment.sign_credential_id,
             digest=consent_digest(transaction=transaction, client_id=transaction["client_id"]),
         )
-    return client.approve_transaction(transaction["transaction_id"], assertion=assertion, consent_signature=consent)
+    signatures = None
+    if transaction.get("kind") == "signing":
+        signatures = [
+            element.sign_digest(credential_id=enrollment.sign_credential_id,
+                                digest=b64url_decode(document["to_be_signed"]))
+            for document in transaction["documents"]
+        ]
+    return client.approve_transaction(transaction["transaction_id"], assertion=assertion, consent_signature=consent,
+                                      document_signatures=signatures)
 
 
 def _der_b64(certificate: x509.Certificate) -> str:
@@ -284,3 +332,63 @@ def revoke_device(
     the SE's errors."""
     challenge_id, assertion = _device_assertion(client=client, element=element, enrollment=enrollment)
     return client.revoke_device(challenge_id=challenge_id, assertion=assertion, reason=reason)
+
+
+def phone_life_digest(*, action: str, device_id: str, challenge: bytes) -> bytes:
+    """SHA-256("myna-phone-life-v1" || 0 || action || 0 || device id || 0 || challenge) (docs/device-api.md)."""
+    return hashlib.sha256(b"\0".join((PHONE_LIFE_LABEL, action.encode(), device_id.encode(), challenge))).digest()
+
+
+def _card_phone_event(*, client: PortalClient, card: MyNumberCard, auth_pin: str, device_id: str,
+                      action: str) -> dict[str, Any]:
+    started = client.phone_challenge()
+    digest = phone_life_digest(action=action, device_id=device_id, challenge=b64url_decode(started["card_challenge"]))
+    signature = card.sign_digest(CardKey.AUTH, digest, pin=auth_pin)
+    return client.phone_event(device_id, action, {
+        "challenge_id": started["challenge_id"],
+        "card": {"auth_certificate": _der_b64(card.certificates.auth), "auth_signature": b64url(signature)},
+    })
+
+
+def suspend_phone(*, client: PortalClient, card: MyNumberCard, auth_pin: str, device_id: str) -> dict[str, Any]:
+    """Suspend a lost phone from any device by tapping the card (user-authentication PIN): both its
+    certificates go on hold. Raises PortalError and the card's errors (WrongPin, PinLocked)."""
+    return _card_phone_event(client=client, card=card, auth_pin=auth_pin, device_id=device_id, action="suspend")
+
+
+def resume_phone(*, client: PortalClient, card: MyNumberCard, auth_pin: str, device_id: str) -> dict[str, Any]:
+    """Resume a found phone by tapping the card: its user-authentication certificate is good again;
+    its signature key must be enrolled anew. Raises PortalError and the card's errors."""
+    return _card_phone_event(client=client, card=card, auth_pin=auth_pin, device_id=device_id, action="resume")
+
+
+def reenroll_signature_key(
+    *, client: PortalClient, element: SecureElement, enrollment: Enrollment, card: MyNumberCard, sign_pin: str,
+) -> Enrollment:
+    """Enroll a new signature key (after a move, or when a lost phone was found): the SE makes an
+    attested key, the authentication key asserts which phone this is, and the card's signature key
+    signs the binding over both SE keys. Returns the enrollment with the new key and certificate.
+
+    Raises PortalError, the SE's errors and the card's (WrongPin, PinLocked).
+    """
+    started = client.start_signature_key()
+    origin = client.base_url
+    options = started["sign_options"]
+    created = element.make_credential(rp_id=options["rp"]["id"], challenge=b64url_decode(options["challenge"]),
+                                      origin=origin, purpose=KeyPurpose.SIGN)
+    sign_id = b64url_decode(created["rawId"])
+    request = started["public_key"]
+    assertion = element.get_assertion(credential_id=enrollment.auth_credential_id, rp_id=request["rpId"],
+                                      challenge=b64url_decode(request["challenge"]), origin=origin)
+    digest = binding_digest(challenge=b64url_decode(started["card_challenge"]),
+                            auth_public_key=element.public_key(enrollment.auth_credential_id),
+                            sign_public_key=element.public_key(sign_id))
+    signature = card.sign_digest(CardKey.SIGN, digest, pin=sign_pin)
+    completed = client.complete_signature_key(started["rekey_id"], {
+        "assertion": assertion,
+        "sign_credential": created,
+        "card": {"auth_certificate": _der_b64(card.certificates.auth),
+                 "sign_certificate": _der_b64(card.certificates.sign), "sign_signature": b64url(signature)},
+    })
+    return dataclasses.replace(enrollment, sign_credential_id=sign_id,
+                               sign_certificate=_certificate(completed["sign_certificate"]))

@@ -6,6 +6,8 @@ Layout of a state directory (every private key is PKCS#8 PEM encrypted with
     jlis/jlis.json                  base URL
     jlis/<ca>.crt, jlis/<ca>.key    jlis-root, jlis-auth-ca, jlis-sign-ca
     jlis/registry/<ca>.json         what each CA issued and revoked
+    jlis/registry/linking.json      the linking data: sequence-numbered same-person and successor links
+    jlis/registry/linking-signer.json  the linking-data signer's certificate and key (issued by jlis-root)
     cards/<name>/card.json          PIN verifiers and retry counters
     cards/<name>/{auth,sign}.crt    the card's certificates (PEM)
     cards/<name>/{auth,sign}.key    the card's keys

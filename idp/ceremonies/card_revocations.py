@@ -4,6 +4,10 @@
 every card certificate they list and revokes each good (or held) smartphone certificate that
 records it as a source, with the card's own reason, so that the next login from that phone
 fails on its certificate status. Running it twice changes nothing the second time.
+
+One exception: a move revokes the card's signature certificate with affiliationChanged, and only
+the phone's signature certificate (which carries the old address) follows it; the phone's
+user-authentication certificate carries no attribute, so nothing it says has changed.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Protocol
 
 from cryptography import x509
 
+from idp.pki.profiles import SMARTPHONE_AUTH
 from idp.pki.registry import AlreadyRevoked, CertificateRef, CertificateState, CertificateStatus
 
 __all__ = ["SmartphoneCertificates", "revoke_phones_of_revoked_cards"]
@@ -46,7 +51,7 @@ def revoke_phones_of_revoked_cards(*, crls: Iterable[bytes], pki: SmartphoneCert
             for status in pki.issued_from(card):
                 if status.state is CertificateState.REVOKED or (
                     status.state is CertificateState.ON_HOLD and reason is x509.ReasonFlags.certificate_hold
-                ):
+                ) or (reason is x509.ReasonFlags.affiliation_changed and status.profile == SMARTPHONE_AUTH.name):
                     continue
                 try:
                     revoked.append(pki.revoke(status.serial_number, reason))

@@ -39,12 +39,11 @@ from idp.ceremonies.problems import (
     EnrollmentExpired,
     EnrollmentReplayed,
     InvalidDeviceRequest,
-    ServiceUnavailable,
     UnknownEnrollment,
     problem_for,
 )
-from idp.store.ephemeral import EphemeralStoreUnavailable
-from idp.web.problems import UnsupportedMediaType, problem_response, register_problem_handler
+from idp.ops import metrics
+from idp.web.problems import UnsupportedMediaType, register_problem_handler
 
 __all__ = ["PREFIX", "create_blueprint", "openapi_document"]
 
@@ -64,8 +63,7 @@ def openapi_document() -> bytes:
 def create_blueprint(enrollments: EnrollmentService) -> Blueprint:
     """The ``/device/v1`` blueprint over ``enrollments``."""
     blueprint = Blueprint("device", __name__)
-    register_problem_handler(blueprint)
-    blueprint.register_error_handler(EphemeralStoreUnavailable, _unavailable)
+    register_problem_handler(blueprint)  # an unreachable store is a 503 problem (idp.ops.unavailable)
 
     @blueprint.get("/openapi.json")
     def openapi() -> Response:
@@ -74,6 +72,7 @@ def create_blueprint(enrollments: EnrollmentService) -> Blueprint:
     @blueprint.post("/enrollments")
     def start() -> tuple[Response, int, dict[str, str]]:
         pending = enrollments.start()
+        metrics.ceremony_started("enrollment")
         body = {
             "enrollment_id": pending.id,
             "auth_options": pending.auth_options,
@@ -103,16 +102,13 @@ def create_blueprint(enrollments: EnrollmentService) -> Blueprint:
                 "enrollment.rejected reason=%s subject=%r request_id=%s",
                 rejected.reason.value, rejected.subject, _request_id(),
             )
+            metrics.ceremony_rejected(rejected.reason.value, kind="enrollment")
             raise problem_for(rejected) from None
         logger.info("enrollment.completed device_id=%s request_id=%s", completed.device_id, _request_id())
+        metrics.enrollment_completed()
         return jsonify(_completed(completed)), 201, {"Cache-Control": "no-store"}
 
     return blueprint
-
-
-def _unavailable(error: EphemeralStoreUnavailable) -> Response:
-    logger.error("device_api.store_unavailable request_id=%s error=%s", _request_id(), type(error).__name__)
-    return problem_response(ServiceUnavailable())
 
 
 def _request_id() -> str:

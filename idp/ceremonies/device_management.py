@@ -28,6 +28,7 @@ from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from idp.audit import AuditEvent, append_in
 from idp.ceremonies.approval import ApprovalSettings
 from idp.ceremonies.device_transactions import ApprovalReplayed, AssertionRejected
 from idp.ceremonies.devices import SqlDeviceDirectory
@@ -38,8 +39,8 @@ from idp.clock import Clock
 from idp.pki.records import IssuedCertificate
 from idp.pki.registry import AlreadyRevoked
 from idp.pki.service import SMARTPHONE_CA_NAME, PortalPki
-from idp.store.ephemeral import EphemeralStore, EphemeralStoreUnavailable
-from idp.web.problems import PROBLEM_BASE, problem_response, register_problem_handler
+from idp.store.ephemeral import EphemeralStore
+from idp.web.problems import PROBLEM_BASE, register_problem_handler
 
 __all__ = [
     "CHALLENGE_TTL",
@@ -181,7 +182,12 @@ class DeviceManagement:
             .values(status=DeviceStatus.REVOKED.value, revoked_at=self._clock.now())
         )
         with self._sessions.begin() as session:
-            changed = session.execute(statement).rowcount == 1
+            changed = session.execute(statement).rowcount == 1  # type: ignore[attr-defined] # a CursorResult
+            if changed:
+                append_in(
+                    session, AuditEvent.DEVICE_REVOKED, at=self._clock.now(), actor=f"phone:{verified.device_id}",
+                    subject=f"device:{verified.device_id}", details={"reason": reason.value},
+                )
         log.info("device.revoked device=%s reason=%s changed=%s", verified.device_id, reason.value, changed)
         self._revoke_grants(verified.device_id)
 
@@ -253,7 +259,6 @@ def create_blueprint(management: DeviceManagement) -> Blueprint:
     """The device-management endpoints of the device API."""
     blueprint = Blueprint("device_management", __name__, url_prefix="/device/v1/devices")
     register_problem_handler(blueprint)
-    blueprint.register_error_handler(EphemeralStoreUnavailable, lambda _error: problem_response(ServiceUnavailable()))
 
     @blueprint.post("/challenges")
     def new_challenge() -> tuple[Response, int]:

@@ -1,8 +1,10 @@
 """Device API: login transactions as the phone sees them (``/device/v1/transactions``).
 
-``POST /device/v1/transactions/lookup``  {"qr": ...} or {"transaction_id": ..., "token": ...}
+``POST /device/v1/transactions/lookup``  {"qr": ...} or {"transaction_id": ..., "token": ...},
+                                         and "credential_id" (base64url) to sign documents
 ``POST /device/v1/transactions/<id>/approve``  {"assertion": AuthenticationResponseJSON,
-                                                "consent_signature": base64url | null}
+                                                "consent_signature": base64url | null,
+                                                "document_signatures": [base64url, ...]}
 ``POST /device/v1/transactions/<id>/decline``
 
 Errors are RFC 9457 problems with a stable ``type`` each (``docs/device-api.md``). A refused
@@ -16,13 +18,17 @@ import binascii
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from idp.ceremonies.approval import ApprovalService, AssertionReplayed, TransactionClosed
 from idp.ceremonies.login import LoginRejected
 from idp.ceremonies.problems import DeviceProblem, InvalidDeviceRequest, ServiceUnavailable, VerificationRefused
 from idp.ceremonies.qr import QrRejected
 from idp.ceremonies.transactions import LoginTransaction, TransactionStatus, UnknownTransaction
-from idp.store.ephemeral import EphemeralStoreUnavailable
+from idp.ops.rate_limits import RateLimited, too_many_requests
+from idp.ops.rate_limits import problem_for as rate_limit_problem
+from idp.signing.errors import Reason as SigningReason
+from idp.signing.errors import SigningRejected
 from idp.web.problems import PROBLEM_BASE, Problem, problem_response, register_problem_handler
 
 __all__ = ["APPROVAL_EXTENSION", "create_blueprint"]
@@ -78,6 +84,14 @@ class ApprovalReplayed(DeviceProblem):
     status = 409
 
 
+class DocumentSignatureRejected(VerificationRefused):
+    """A document signature was not accepted (the reason is logged, not sent)."""
+
+    type = f"{PROBLEM_BASE}document-signature-rejected"
+    title = "The document signature was not accepted"
+    status = 403
+
+
 def _service() -> ApprovalService:
     service: ApprovalService = current_app.extensions[APPROVAL_EXTENSION]
     return service
@@ -118,8 +132,9 @@ def _view(transaction: LoginTransaction, service: ApprovalService) -> dict[str, 
 
 
 _DOMAIN_ERRORS = (
-    UnknownTransaction, TransactionClosed, QrRejected, LoginRejected, AssertionReplayed, EphemeralStoreUnavailable,
+    UnknownTransaction, TransactionClosed, QrRejected, LoginRejected, AssertionReplayed, RateLimited, SigningRejected,
 )
+"""An unreachable store is not among them: ``register_problem_handler`` answers it (idp.ops.unavailable)."""
 
 
 def _problem_for(error: Exception) -> Problem:  # noqa: PLR0911 - one answer per domain error
@@ -137,11 +152,20 @@ def _problem_for(error: Exception) -> Problem:  # noqa: PLR0911 - one answer per
             return AssertionRejected()
         case AssertionReplayed():
             return ApprovalReplayed()
+        case RateLimited():
+            return rate_limit_problem(error)
+        case SigningRejected(reason=SigningReason.MALFORMED):
+            return InvalidDeviceRequest("look the transaction up with credential_id, then send one document "
+                                        "signature per document it listed, in its order")
+        case SigningRejected():
+            return DocumentSignatureRejected()
         case _:
             return ServiceUnavailable()
 
 
-def _answer(error: Exception) -> Response:
+def _answer(error: Exception) -> WerkzeugResponse:
+    if isinstance(error, RateLimited):
+        return too_many_requests(error)  # counted and logged as every 429
     return problem_response(_problem_for(error))
 
 
@@ -161,7 +185,12 @@ def create_blueprint() -> Blueprint:
             transaction = service.from_qr(_text(body, "qr"))
         else:
             transaction = service.from_link(_text(body, "transaction_id"), _text(body, "token"))
-        return jsonify(_view(transaction, service))
+        view = _view(transaction, service)
+        if transaction.request.signing is not None:  # RFC 9396 signing request: prepared for this phone
+            credential_id = _b64url(_text(body, "credential_id"), "credential_id")
+            view["kind"] = "signing"
+            view["documents"] = service.prepare_signing(transaction, credential_id=credential_id)
+        return jsonify(view)
 
     @blueprint.post("/<transaction_id>/approve")
     def approve(transaction_id: str) -> Response:
@@ -173,7 +202,8 @@ def create_blueprint() -> Blueprint:
         if signature is not None and not isinstance(signature, str):
             raise InvalidDeviceRequest("consent_signature must be base64url or null")
         outcome = _service().approve(transaction_id, assertion=assertion,
-                                     consent_signature=None if signature is None else _b64url(signature))
+                                     consent_signature=None if signature is None else _b64url(signature),
+                                     document_signatures=_document_signatures(body))
         return jsonify({"status": outcome.kind.value})
 
     @blueprint.post("/<transaction_id>/decline")
@@ -184,8 +214,16 @@ def create_blueprint() -> Blueprint:
     return blueprint
 
 
-def _b64url(text: str) -> bytes:
+def _document_signatures(body: dict[str, Any]) -> list[bytes]:
+    """The phone's signatures over the documents' ``to_be_signed``, in the lookup's order."""
+    signatures = body.get("document_signatures", [])
+    if not isinstance(signatures, list) or not all(isinstance(item, str) for item in signatures):
+        raise InvalidDeviceRequest("document_signatures must be an array of base64url signatures")
+    return [_b64url(item, "document_signatures") for item in signatures]
+
+
+def _b64url(text: str, name: str = "consent_signature") -> bytes:
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError) as exc:
-        raise InvalidDeviceRequest("consent_signature must be base64url") from exc
+        raise InvalidDeviceRequest(f"{name} must be base64url") from exc

@@ -36,8 +36,11 @@ _STATUS_COLUMNS = ("serial", "profile", "not_after", "state", "reason", "revoked
 """The certificate columns the login check reads (never the card sources)."""
 
 
-def _credential_statement(*, with_der: bool) -> Select[Any]:
-    """The device with both certificates' status columns; the signature DER when ``with_der``."""
+def _credential_statement(*, with_der: bool, by_device: bool = False) -> Select[Any]:
+    """The device with both certificates' status columns; the signature DER when ``with_der``.
+
+    Found by its authentication credential id, or (``by_device``) by its id.
+    """
     auth = aliased(IssuedCertificate, name="auth_certificate")
     sign = aliased(IssuedCertificate, name="sign_certificate")
     return (
@@ -51,7 +54,8 @@ def _credential_statement(*, with_der: bool) -> Select[Any]:
         .join(auth, and_(auth.authority == SMARTPHONE_CA_NAME, auth.serial == DeviceRecord.auth_certificate_serial))
         .join(sign, and_(sign.authority == SMARTPHONE_CA_NAME, sign.serial == DeviceRecord.sign_certificate_serial))
         .where(
-            DeviceRecord.auth_credential_id == bindparam("credential_id"),
+            DeviceRecord.id == bindparam("device_id") if by_device
+            else DeviceRecord.auth_credential_id == bindparam("credential_id"),
             DeviceRecord.status == DeviceStatus.ACTIVE.value,
         )
     )
@@ -59,6 +63,7 @@ def _credential_statement(*, with_der: bool) -> Select[Any]:
 
 _WITH_DER = _credential_statement(with_der=True)
 _WITHOUT_DER = _credential_statement(with_der=False)
+_BY_DEVICE = _credential_statement(with_der=False, by_device=True)
 _ADVANCE = (
     update(DeviceRecord)
     .where(DeviceRecord.id == bindparam("device_id"), DeviceRecord.auth_sign_count < bindparam("sign_count"))
@@ -80,18 +85,16 @@ class SqlDeviceDirectory:
         statement = _WITH_DER if with_signature_certificate else _WITHOUT_DER
         with single_statement(self._engine) as connection:
             row = connection.execute(statement, {"credential_id": credential_id}).first()
-        if row is None:
-            return None
-        return DeviceCredential(
-            device_id=row.id,
-            person_id=row.person_id,
-            credential_id=row.auth_credential_id,
-            public_key=row.auth_public_key,
-            sign_count=row.auth_sign_count,
-            auth_certificate=_status(row, "auth_"),
-            sign_certificate=x509.load_der_x509_certificate(row.sign_der) if with_signature_certificate else None,
-            sign_certificate_status=_status(row, "sign_"),
-        )
+        return None if row is None else _credential(row, with_signature_certificate=with_signature_certificate)
+
+    def active_device(self, device_id: str) -> DeviceCredential | None:
+        """The device ``device_id`` while it is active, with both certificates' statuses; else None.
+
+        For a portal session (``idp.web.session``): its phone must still stand when it is used.
+        """
+        with single_statement(self._engine) as connection:
+            row = connection.execute(_BY_DEVICE, {"device_id": device_id}).first()
+        return None if row is None else _credential(row, with_signature_certificate=False)
 
     def advance_sign_count(self, device_id: str, sign_count: int) -> bool:
         """Store a higher counter; False when the stored one is already as high (a replay)."""
@@ -109,6 +112,19 @@ class SqlDeviceDirectory:
         ))
         with single_statement(self._engine) as connection:
             return list(connection.scalars(statement))
+
+
+def _credential(row: Row[Any], *, with_signature_certificate: bool) -> DeviceCredential:
+    return DeviceCredential(
+        device_id=row.id,
+        person_id=row.person_id,
+        credential_id=row.auth_credential_id,
+        public_key=row.auth_public_key,
+        sign_count=row.auth_sign_count,
+        auth_certificate=_status(row, "auth_"),
+        sign_certificate=x509.load_der_x509_certificate(row.sign_der) if with_signature_certificate else None,
+        sign_certificate_status=_status(row, "sign_"),
+    )
 
 
 def _status(row: Row[Any], prefix: str) -> CertificateStatus:

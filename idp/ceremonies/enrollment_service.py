@@ -6,13 +6,22 @@ status (cached J-LIS CRLs, live OCSP), runs ``verify_enrollment`` and then, all 
 issues the two smartphone certificates and records the person, the links from the card
 certificates to that person, and the device. If anything after the first issuance fails, the
 certificates already issued are revoked and no person or device row stays.
+
+A person is the chain of linked card certificates (``linking``): when none of the presented card
+certificates belongs to a person yet, the service first reads the J-LIS linking data published
+since the last ``idp pki sync``, so that a card renewed, moved or reissued a minute ago still
+lands on the person who enrolled with the old one, rather than making a new person.
+
+One phone per person: the transaction that records a new device also marks the person's other
+active devices revoked; once it has committed, their certificates are revoked (superseded) and
+the grants issued on their logins are revoked, which also ends their portal sessions.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -20,11 +29,12 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from webauthn.helpers.structs import RegistrationCredential
 
+from idp.audit import AuditEvent, append_in, certificate_subject
 from idp.ceremonies.enrollment import (
     EnrollmentTrust,
     PendingEnrollment,
@@ -40,6 +50,7 @@ from idp.ceremonies.enrollment_errors import (
     EnrollmentTimedOut,
     Reason,
 )
+from idp.ceremonies.linking import HttpLinkingFetcher, LinkingFetcher, LinkingRefused, LinkingStore, sync_linking
 from idp.ceremonies.records import (
     CardCertificateKind,
     DeviceRecord,
@@ -48,15 +59,21 @@ from idp.ceremonies.records import (
     PersonCardCertificate,
     PersonRecord,
 )
-from idp.ceremonies.revocation_cache import HttpRevocationFetcher, JlisRevocationCache, RevocationFetcher
+from idp.ceremonies.revocation_cache import (
+    CardRevocationPolicy,
+    CardStatusSources,
+    HttpRevocationFetcher,
+    JlisRevocationCache,
+    RevocationFetcher,
+)
 from idp.clock import Clock
 from idp.pki.profiles import SMARTPHONE_AUTH, SMARTPHONE_SIGN
-from idp.pki.registry import CertificateRef
+from idp.pki.registry import AlreadyRevoked, CertificateRef
 from idp.pki.service import PortalPki
 from idp.settings import Settings
 from idp.store.ephemeral import EphemeralStore
 
-__all__ = ["CompletedEnrollment", "EnrollmentService", "load_certificates"]
+__all__ = ["CompletedEnrollment", "EnrollmentService", "load_certificates", "smartphone_subject"]
 
 REMEMBERED_FOR = timedelta(days=1)
 """How long the portal remembers that an enrollment id existed, to answer 409 or 410 rather than 404."""
@@ -82,6 +99,8 @@ class CompletedEnrollment:
     sign_certificate: x509.Certificate
     chain: tuple[x509.Certificate, ...]
     """The smartphone CA certificate: what the phone sends with its certificates (not the root)."""
+    superseded: tuple[str, ...] = ()
+    """The person's earlier devices this enrollment replaced (one phone per person)."""
 
 
 class EnrollmentService:
@@ -96,8 +115,14 @@ class EnrollmentService:
         pki: PortalPki,
         clock: Clock,
         fetcher: RevocationFetcher | None = None,
+        linking_fetcher: LinkingFetcher | None = None,
+        revoke_grants: Callable[[str], object] | None = None,
     ) -> None:
-        """Load the trust anchors named in ``settings.pki`` once. Raises OSError or ValueError for a bad PEM file."""
+        """Load the trust anchors named in ``settings.pki`` once. Raises OSError or ValueError for a bad PEM file.
+
+        ``revoke_grants(device_id)`` revokes the OAuth grants issued on a replaced device (``idp.oidc``).
+        """
+        self._revoke_grants = revoke_grants
         self._settings = settings
         self._sessions = sessions
         self._ephemeral = ephemeral
@@ -114,6 +139,7 @@ class EnrollmentService:
             extra_crl_urls=settings.pki.jlis_crl_urls,
             fetcher=fetcher or HttpRevocationFetcher(timeout=settings.pki.jlis_fetch_timeout),
         )
+        self._linking_fetcher = linking_fetcher or HttpLinkingFetcher(timeout=settings.pki.jlis_fetch_timeout)
 
     def __repr__(self) -> str:
         return f"EnrollmentService({self._settings.issuer!r})"
@@ -169,23 +195,59 @@ class EnrollmentService:
         already issued is revoked).
         """
         pending = self.take(enrollment_id)
-        revocation = RevocationInfo(
-            crls=self.revocation.crls(),
-            ocsp_responses=self.revocation.ocsp_responses([card_auth_certificate, card_sign_certificate]),
+        sources = self.revocation.card_status(
+            [card_auth_certificate, card_sign_certificate],
+            policy=CardRevocationPolicy(self._settings.pki.card_revocation),
+            crl_max_age=self._settings.pki.card_crl_max_age, now=self._clock.now(),
         )
-        verified = verify_enrollment(
-            pending=pending,
-            auth_attestation=auth_attestation,
-            sign_attestation=sign_attestation,
-            card_auth_certificate=card_auth_certificate,
-            card_sign_certificate=card_sign_certificate,
-            card_auth_signature=card_auth_signature,
-            card_sign_signature=card_sign_signature,
-            trust=self.trust,
-            revocation=revocation,
-            now=self._clock.now(),
-        )
+        try:
+            verified = verify_enrollment(
+                pending=pending,
+                auth_attestation=auth_attestation,
+                sign_attestation=sign_attestation,
+                card_auth_certificate=card_auth_certificate,
+                card_sign_certificate=card_sign_certificate,
+                card_auth_signature=card_auth_signature,
+                card_sign_signature=card_sign_signature,
+                trust=self.trust,
+                revocation=RevocationInfo(crls=sources.crls, ocsp_responses=sources.ocsp_responses),
+                now=self._clock.now(),
+            )
+        except EnrollmentRejected as rejected:
+            raise _with_revocation_gap(rejected, sources, auth=card_auth_certificate, sign=card_sign_certificate) \
+                from rejected.__cause__
+        self._follow_linking_data(verified)
         return self.enroll(verified)
+
+    def _follow_linking_data(self, verified: VerifiedEnrollment) -> None:
+        """Read the J-LIS links published since the last sync when neither card certificate is a
+        person's yet (a first enrollment, or a card changed since the last ``idp pki sync``).
+
+        Best effort, like OCSP at enrollment: a feed that cannot be read or is refused is logged
+        and the enrollment goes on; the next ``idp pki sync`` reports the refusal.
+        """
+        if not self._belongs_to_a_person(verified):
+            self.follow_linking_data()
+
+    def follow_linking_data(self) -> None:
+        """Read the J-LIS links published since the last sync (``pki.jlis_linking_url``), best effort."""
+        url = self._settings.pki.jlis_linking_url
+        if not url:
+            return
+        try:
+            sync_linking(url=url, fetcher=self._linking_fetcher, store=LinkingStore(self._sessions),
+                         roots=self.trust.jlis_roots, crls=self.revocation.crls(), now=self._clock.now())
+        except LinkingRefused as exc:
+            logger.warning("enrollment.linking_unavailable reason=%s", exc.reason.value)
+
+    def _belongs_to_a_person(self, verified: VerifiedEnrollment) -> bool:
+        refs = [CertificateRef.of(verified.card_auth.leaf), CertificateRef.of(verified.card_sign.leaf)]
+        with self._sessions.begin() as session:
+            return session.scalar(select(PersonCardCertificate.person_id).where(or_(*(
+                and_(PersonCardCertificate.issuer_key_id == ref.issuer_key_id,
+                     PersonCardCertificate.serial == str(ref.serial_number))
+                for ref in refs
+            ))).limit(1)) is not None
 
     def enroll(self, verified: VerifiedEnrollment) -> CompletedEnrollment:
         """Issue both smartphone certificates and record the person and the device, all or nothing."""
@@ -193,22 +255,25 @@ class EnrollmentService:
         issued: list[x509.Certificate] = []
         try:
             auth_certificate = self._pki.issue_smartphone_certificate(
-                profile=SMARTPHONE_AUTH, subject=_subject(), public_key=verified.auth.public_key,
+                profile=SMARTPHONE_AUTH, subject=smartphone_subject(), public_key=verified.auth.public_key,
                 card_certificates=cards,
             )
             issued.append(auth_certificate)
             sign_certificate = self._pki.issue_smartphone_certificate(
-                profile=SMARTPHONE_SIGN, subject=_subject(), public_key=verified.sign.public_key,
+                profile=SMARTPHONE_SIGN, subject=smartphone_subject(), public_key=verified.sign.public_key,
                 card_certificates=cards, attributes=verified.attributes,
             )
             issued.append(sign_certificate)
-            person_id, device_id = self._record(verified, auth_certificate, sign_certificate)
+            person_id, device_id, superseded = self._record(verified, auth_certificate, sign_certificate)
         except BaseException:
             self._withdraw(issued)
             raise
+        for old in superseded:
+            self._retire(old, by=device_id)
         return CompletedEnrollment(
             person_id=person_id,
             device_id=device_id,
+            superseded=tuple(old.id for old in superseded),
             auth_certificate=auth_certificate,
             sign_certificate=sign_certificate,
             chain=(self._pki.authority.certificate,),
@@ -216,8 +281,9 @@ class EnrollmentService:
 
     def _record(
         self, verified: VerifiedEnrollment, auth_certificate: x509.Certificate, sign_certificate: x509.Certificate,
-    ) -> tuple[str, str]:
-        """One transaction: the person (found by a card certificate, else new), its links, the device.
+    ) -> tuple[str, str, list[DeviceRecord]]:
+        """One transaction: the person (found by a card certificate, else new), its links, the device,
+        and the person's other active devices marked revoked (returned, to retire their certificates).
 
         Two first enrollments of one card racing each other both try to create the person; the
         loser's insert of the link fails and it tries once more, finding the winner's person.
@@ -237,7 +303,7 @@ class EnrollmentService:
         verified: VerifiedEnrollment,
         auth_certificate: x509.Certificate,
         sign_certificate: x509.Certificate,
-    ) -> tuple[str, str]:
+    ) -> tuple[str, str, list[DeviceRecord]]:
         now = self._clock.now()
         cards = {
             CardCertificateKind.AUTH: verified.card_auth.leaf,
@@ -266,6 +332,7 @@ class EnrollmentService:
                     kind=kind.value, not_after=cards[kind].not_valid_after_utc,
                     linked_by=LinkSource.ENROLLMENT.value, linked_at=now,
                 ))
+        superseded = self._supersede_devices(session, person_id) if linked else []
         device_id = secrets.token_urlsafe(16)
         session.add(DeviceRecord(
             id=device_id,
@@ -283,7 +350,56 @@ class EnrollmentService:
             sign_certificate_serial=str(sign_certificate.serial_number),
         ))
         session.flush()
-        return person_id, device_id
+        append_in(  # last: the audit lock is held until this transaction commits
+            session, AuditEvent.ENROLLMENT_COMPLETED, at=now, actor=f"phone:{device_id}",
+            subject=[f"person:{person_id}", f"device:{device_id}", *(
+                certificate_subject(self._pki.authority.name, certificate.serial_number)
+                for certificate in (auth_certificate, sign_certificate)
+            )],
+            details={"new_person": not linked},
+        )
+        return person_id, device_id, superseded
+
+    def _supersede_devices(self, session: Session, person_id: str) -> list[DeviceRecord]:
+        """Mark the person's active devices revoked (one phone per person); the rows, detached."""
+        old = list(session.scalars(select(DeviceRecord).where(
+            DeviceRecord.person_id == person_id, DeviceRecord.status == DeviceStatus.ACTIVE.value,
+        ).with_for_update()))
+        if old:
+            session.execute(update(DeviceRecord).where(DeviceRecord.id.in_([row.id for row in old])).values(
+                status=DeviceStatus.REVOKED.value, revoked_at=self._clock.now(),
+            ))
+            for row in old:
+                session.expunge(row)
+        return old
+
+    def _retire(self, old: DeviceRecord, *, by: str) -> None:
+        """Revoke a replaced device's certificates (superseded) and its grants, and record it.
+
+        After the new device committed: a failure here leaves the old device revoked (it cannot log
+        in, its sessions end) with certificates an operator can still revoke; it is logged.
+        """
+        reason = x509.ReasonFlags.superseded
+        try:
+            for serial in (old.auth_certificate_serial, old.sign_certificate_serial):
+                try:
+                    self._pki.revoke(int(serial), reason)
+                except AlreadyRevoked:
+                    continue  # a card revocation got there first: it stays as it is
+            with self._sessions.begin() as session:
+                append_in(
+                    session, AuditEvent.DEVICE_REVOKED, at=self._clock.now(), actor=f"phone:{by}",
+                    subject=[f"device:{old.id}", *(
+                        certificate_subject(self._pki.authority.name, serial)
+                        for serial in (old.auth_certificate_serial, old.sign_certificate_serial)
+                    )],
+                    details={"reason": reason.value},
+                )
+            grants = self._revoke_grants(old.id) if self._revoke_grants is not None else 0
+        except Exception:
+            logger.exception("enrollment.supersede_failed device=%s", old.id)
+            return
+        logger.info("enrollment.superseded device=%s by=%s grants=%s", old.id, by, grants)
 
     def _withdraw(self, issued: Sequence[x509.Certificate]) -> None:
         """Revoke certificates of an enrollment that did not complete: none must stay usable."""
@@ -294,9 +410,20 @@ class EnrollmentService:
                 logger.exception("enrollment.withdraw_failed serial=%x", certificate.serial_number)
 
 
-def _subject() -> x509.Name:
+def smartphone_subject() -> x509.Name:
     """A smartphone certificate's subject: an opaque random id, never a person's data or a serial."""
     return x509.Name([
         x509.NameAttribute(NameOID.COUNTRY_NAME, "JP"),
         x509.NameAttribute(NameOID.COMMON_NAME, secrets.token_hex(12).upper()),
     ])
+
+
+def _with_revocation_gap(
+    rejected: EnrollmentRejected, sources: CardStatusSources, *, auth: x509.Certificate, sign: x509.Certificate,
+) -> EnrollmentRejected:
+    """``rejected``, with the policy's reason (a RevocationGap) as its detail when it is for want of status."""
+    certificate = {"card auth certificate": auth, "card sign certificate": sign}.get(rejected.subject)
+    gap = None if certificate is None else sources.gaps.get(certificate.serial_number)
+    if rejected.reason is not Reason.CARD_REVOCATION_UNAVAILABLE or gap is None:
+        return rejected
+    return EnrollmentRejected(rejected.reason, rejected.subject, gap.value)

@@ -3,9 +3,13 @@
 ``idp pki sync-revocations`` fills the cache: it fetches the CRL at every distribution point of
 the configured J-LIS certificates (and ``pki.jlis_crl_urls``), verifies each CRL's signature
 against the configured J-LIS CA that issued it, refuses one older than the stored one (a lower
-CRL number, RFC 5280 §5.2.3), and stores it in ``jlis_crls``. At enrollment the portal
-asks the card certificate's OCSP responder (its AIA URL) with a short timeout and falls back to
-the cached CRLs when the responder cannot be reached. The network is behind ``RevocationFetcher``.
+CRL number, RFC 5280 §5.2.3), and stores it in ``jlis_crls``. At enrollment ``card_status``
+gathers what vouches for the card certificates under ``pki.card_revocation``
+(``CardRevocationPolicy``): by default it asks each card certificate's OCSP responder (its AIA
+URL) with a short timeout and falls back to the cached CRLs while they are fresh
+(``pki.card_crl_max_age``, and before nextUpdate). What it could not find for a certificate is a
+``RevocationGap``, the reason an enrollment refused for want of status is logged with. The
+network is behind ``RevocationFetcher``.
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ from __future__ import annotations
 import enum
 import logging
 import secrets
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -31,12 +35,15 @@ from idp.ceremonies.records import ExternalCrl
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
+    "CardRevocationPolicy",
+    "CardStatusSources",
     "CrlRefused",
     "FetchFailed",
     "HttpRevocationFetcher",
     "JlisRevocationCache",
     "RefusalReason",
     "RevocationFetcher",
+    "RevocationGap",
     "SyncOutcome",
     "distribution_points",
 ]
@@ -129,6 +136,51 @@ class SyncOutcome:
     number: int | None = None
     next_update: datetime | None = None
     refused: CrlRefused | None = None
+
+
+class CardRevocationPolicy(enum.StrEnum):
+    """Where a card certificate's status may come from at enrollment (``pki.card_revocation``)."""
+
+    OCSP_THEN_FRESH_CRL = "ocsp-then-fresh-crl"
+    OCSP_ONLY = "ocsp-only"
+    CRL_ONLY = "crl-only"
+
+    @property
+    def asks_ocsp(self) -> bool:
+        """Whether J-LIS OCSP is asked."""
+        return self is not CardRevocationPolicy.CRL_ONLY
+
+    @property
+    def trusts_crl(self) -> bool:
+        """Whether a cached CRL may vouch for a card certificate (a CA certificate's always may)."""
+        return self is not CardRevocationPolicy.OCSP_ONLY
+
+
+class RevocationGap(enum.StrEnum):
+    """Why no status could be found for a card certificate under the policy."""
+
+    OCSP_UNAVAILABLE = "ocsp_unavailable"
+    """``ocsp-only``: the responder could not be reached, or its answer was unusable."""
+    CRL_MISSING = "crl_missing"
+    """No CRL of the certificate's issuer is cached (``idp pki sync-revocations`` never ran)."""
+    CRL_STALE = "crl_stale"
+    """The cached CRL is past its nextUpdate or older than ``pki.card_crl_max_age``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CardStatusSources:
+    """What may vouch for the card certificates, and what is missing for which (by serial number)."""
+
+    crls: tuple[bytes, ...]
+    ocsp_responses: tuple[bytes, ...]
+    gaps: Mapping[int, RevocationGap] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _CachedCrl:
+    der: bytes
+    issuer: str
+    fresh: bool
 
 
 def distribution_points(certificates: Sequence[x509.Certificate]) -> list[str]:
@@ -231,6 +283,45 @@ class JlisRevocationCache:
         with self._sessions.begin() as session:
             return tuple(session.scalars(select(ExternalCrl.der).order_by(ExternalCrl.issuer_key_id)).all())
 
+    def card_status(
+        self,
+        certificates: Sequence[x509.Certificate],
+        *,
+        policy: CardRevocationPolicy,
+        crl_max_age: timedelta,
+        now: datetime,
+    ) -> CardStatusSources:
+        """The OCSP answers and CRLs that may vouch for card ``certificates`` under ``policy``.
+
+        A cached CRL counts while it is fresh: before its nextUpdate and issued at most
+        ``crl_max_age`` before ``now``. Under ``ocsp-only`` the card certificates' issuers' CRLs
+        are left out (the root's CRL still vouches for the issuing CAs). Path validation decides;
+        the gaps say why it will find nothing for a certificate, and each is logged.
+        """
+        cached = self._cached_crls(crl_max_age=crl_max_age, now=now)
+        leaf_issuers = {certificate.issuer.rfc4514_string() for certificate in certificates}
+        crls = tuple(crl.der for crl in cached
+                     if crl.fresh and (policy.trusts_crl or crl.issuer not in leaf_issuers))
+        answers: list[bytes] = []
+        gaps: dict[int, RevocationGap] = {}
+        for certificate in certificates:
+            answer = self._ocsp(certificate) if policy.asks_ocsp else None
+            if answer is not None:
+                answers.append(answer)
+                continue
+            gap = _gap(certificate, cached, policy)
+            if gap is not None:
+                logger.warning("enrollment.revocation_unavailable policy=%s cause=%s", policy.value, gap.value)
+                gaps[certificate.serial_number] = gap
+        return CardStatusSources(crls=crls, ocsp_responses=tuple(answers), gaps=gaps)
+
+    def _cached_crls(self, *, crl_max_age: timedelta, now: datetime) -> list[_CachedCrl]:
+        query = select(ExternalCrl.der, ExternalCrl.issuer_name, ExternalCrl.this_update, ExternalCrl.next_update)
+        with self._sessions.begin() as session:
+            rows = session.execute(query.order_by(ExternalCrl.issuer_key_id)).all()
+        return [_CachedCrl(der=row[0], issuer=row[1], fresh=now - crl_max_age <= row[2] and now < row[3])
+                for row in rows]
+
     def ocsp_responses(self, certificates: Sequence[x509.Certificate]) -> tuple[bytes, ...]:
         """Live OCSP answers for ``certificates`` from their AIA responders, best effort.
 
@@ -277,6 +368,21 @@ class JlisRevocationCache:
             if _signed_by(signed, candidate):
                 return candidate
         return None
+
+
+def _gap(
+    certificate: x509.Certificate, cached: Sequence[_CachedCrl], policy: CardRevocationPolicy,
+) -> RevocationGap | None:
+    """What is missing for ``certificate`` once OCSP gave nothing; None when a fresh CRL may vouch."""
+    if not policy.trusts_crl:
+        return RevocationGap.OCSP_UNAVAILABLE
+    issuer = certificate.issuer.rfc4514_string()
+    own = [crl for crl in cached if crl.issuer == issuer]
+    if not own:
+        return RevocationGap.CRL_MISSING
+    if not any(crl.fresh for crl in own):
+        return RevocationGap.CRL_STALE
+    return None
 
 
 def _signed_by(signed: x509.Certificate | x509.CertificateRevocationList, candidate: x509.Certificate) -> bool:

@@ -4,7 +4,9 @@ A transaction is opened by the authorization endpoint and lives in the ephemeral
 TTL. Its parts are kept under separate keys so that every state change is one atomic store
 operation, never a read-modify-write:
 
-``txn:<id>``          the transaction itself (JSON), written once at creation
+``txn:<id>``          the transaction itself (JSON), written once at creation; kept ``keep``
+                      past its expiry, so the browser that started it can still be sent back
+                      to the client with ``access_denied`` (its status reads ``expired``)
 ``txn:<id>:scanned``  present once a phone fetched it (first writer wins, ``put_new``)
 ``txn:<id>:outcome``  approved / declined / cancelled, written once (``put_new``): of a phone's
                       approval and the browser's cancel exactly one wins
@@ -22,7 +24,7 @@ import enum
 import hashlib
 import json
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,6 +32,7 @@ from idp.store.ephemeral import EphemeralStore
 
 __all__ = [
     "ACR_SMARTPHONE_SE",
+    "EXPIRED_KEPT",
     "AuthorizationRequest",
     "LoginTransaction",
     "Outcome",
@@ -42,6 +45,9 @@ __all__ = [
 ]
 
 VERIFICATION_CODE_DIGITS = 4
+EXPIRED_KEPT = timedelta(minutes=10)
+"""How long after a transaction expires it is remembered: its browser can still be sent back to
+the client with ``access_denied``."""
 ACR_SMARTPHONE_SE = "urn:myna-gateway:acr:smartphone-se"
 """The authentication context a login here reaches: a signature by a smartphone SE key, after
 biometric user verification, whose JPKI-derived certificate is valid and not revoked."""
@@ -91,6 +97,25 @@ class AuthorizationRequest:
     requested_attributes: tuple[str, ...] = ()
     """OIDC claim names of the identity attributes asked for (name, address, birthdate, gender),
     from the scopes and the claims parameter; the phone shows exactly these for consent."""
+    signing: dict[str, Any] | None = None
+    """A signing request's documents (``idp.signing.flow.signing_field``: labels and digests, never
+    the PDFs) when the RP pushed RFC 9396 ``authorization_details``; None for a plain login."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (tuples become lists); ``from_dict`` is the inverse."""
+        return {name: getattr(self, name) for name in _REQUEST_FIELDS}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AuthorizationRequest:
+        """The inverse of ``to_dict``."""
+        fields: dict[str, Any] = {
+            name: tuple(value) if name in _TUPLE_FIELDS else value for name, value in data.items()
+        }
+        return cls(**fields)
+
+
+_REQUEST_FIELDS = tuple(AuthorizationRequest.__slots__)
+_TUPLE_FIELDS = frozenset(("scope", "prompt", "acr_values", "ui_locales", "requested_attributes"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,29 +154,29 @@ class LoginTransaction:
 
     def to_json(self) -> bytes:
         """Serialise for the ephemeral store."""
-        data = asdict(self)
-        for name in ("qr_secret", "challenge"):
-            data[name] = base64.urlsafe_b64encode(data[name]).decode()
-        for name in ("created_at", "expires_at"):
-            data[name] = data[name].isoformat()
-        return json.dumps(data, separators=(",", ":")).encode()
+        return json.dumps({
+            "id": self.id, "request": self.request.to_dict(), "rp_name": self.rp_name,
+            "verification_code": self.verification_code,
+            "qr_secret": base64.urlsafe_b64encode(self.qr_secret).decode(),
+            "browser_binding": self.browser_binding,
+            "challenge": base64.urlsafe_b64encode(self.challenge).decode(),
+            "created_at": self.created_at.isoformat(), "expires_at": self.expires_at.isoformat(),
+        }, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> LoginTransaction:
         """The inverse of ``to_json``."""
         data = json.loads(raw)
-        request = data.pop("request")
-        for name in ("scope", "prompt", "acr_values", "ui_locales", "requested_attributes"):
-            request[name] = tuple(request[name])
+        request = AuthorizationRequest.from_dict(data.pop("request"))
         for name in ("qr_secret", "challenge"):
             data[name] = base64.urlsafe_b64decode(data[name])
         for name in ("created_at", "expires_at"):
             data[name] = datetime.fromisoformat(data[name])
-        return cls(request=AuthorizationRequest(**request), **data)
+        return cls(request=request, **data)
 
 
 def _outcome_to_json(outcome: Outcome) -> bytes:
-    data = asdict(outcome)
+    data = {name: getattr(outcome, name) for name in Outcome.__slots__}
     data["kind"] = outcome.kind.value
     data["auth_time"] = outcome.auth_time.isoformat() if outcome.auth_time else None
     return json.dumps(data, separators=(",", ":")).encode()
@@ -179,12 +204,14 @@ class TransactionState:
 class TransactionStore:
     """Opens, reads and settles login transactions in the ephemeral store."""
 
-    def __init__(self, store: EphemeralStore, *, ttl: timedelta) -> None:
+    def __init__(self, store: EphemeralStore, *, ttl: timedelta, keep: timedelta = timedelta(0)) -> None:
+        """``ttl``: how long the user has to decide; ``keep``: how long an expired one is remembered."""
         self._store = store
         self._ttl = ttl
+        self._keep = keep
 
     def __repr__(self) -> str:
-        return f"TransactionStore(ttl={self._ttl})"
+        return f"TransactionStore(ttl={self._ttl}, keep={self._keep})"
 
     def open(
         self,
@@ -206,7 +233,7 @@ class TransactionStore:
             created_at=now.astimezone(UTC),
             expires_at=now.astimezone(UTC) + self._ttl,
         )
-        if not self._store.put_new(_key(transaction.id), transaction.to_json(), ttl=self._ttl):
+        if not self._store.put_new(_key(transaction.id), transaction.to_json(), ttl=self._ttl + self._keep):
             raise RuntimeError("transaction id collision")  # 128 random bits: never in practice
         return transaction
 
@@ -255,6 +282,10 @@ class TransactionStore:
         if not self._store.put_new(_key(transaction.id, "claimed"), b"1", ttl=self._remaining(transaction)):
             return None
         return outcome
+
+    def release_claim(self, transaction: LoginTransaction) -> None:
+        """Undo ``claim`` when no code came of it (a store failed while minting): the browser may claim again."""
+        self._store.delete(_key(transaction.id, "claimed"))
 
     def _remaining(self, transaction: LoginTransaction) -> timedelta:  # noqa: ARG002 - one rule for every part
         """How long a transaction's parts live: as long as the transaction itself was given."""

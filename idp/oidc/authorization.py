@@ -6,8 +6,8 @@ and its exact redirect URI are known, an error is shown on a page and never redi
 (RFC 6749 §4.1.2.1); after that, every error is redirected with ``state`` (and ``iss``, added by
 the renderer, RFC 9207). The pushed-request endpoint (``idp.oidc.par``) runs the same tuple.
 
-``SESSION_CHECKS`` run at the authorization endpoint only, after the request is known good:
-they depend on the browser, not the request.
+A ``prompt=none`` request that passes is answered from the browser's portal session, never
+with a page: ``idp.web.session.SILENT_CHECKS`` run then (OIDC Core §3.1.2.6).
 """
 
 from __future__ import annotations
@@ -20,28 +20,29 @@ from typing import Any
 from authlib.oauth2.rfc7636.challenge import CODE_CHALLENGE_PATTERN
 from werkzeug.datastructures import MultiDict
 
-from idp.ceremonies.transactions import AuthorizationRequest
+from idp.ceremonies.transactions import ACR_SMARTPHONE_SE, AuthorizationRequest
 from idp.oidc.clients import ClientInfo
 from idp.oidc.errors import (
     InvalidClientError,
     InvalidRequestError,
     InvalidScopeError,
-    LoginRequiredError,
     OAuth2Error,
     RequestNotSupportedError,
     UnsupportedResponseTypeError,
 )
+from idp.signing.authorization_details import InvalidAuthorizationDetailsError, parse_authorization_details
+from idp.signing.flow import MAX_DOCUMENTS, MAX_INLINE_PDF_BYTES, signing_field
 
 __all__ = [
     "ATTRIBUTE_SCOPES",
     "CLAIMS_LOCATIONS",
     "PROMPT_VALUES",
+    "REACHABLE_ACRS",
     "REQUEST_CHECKS",
-    "SESSION_CHECKS",
     "UI_LOCALES",
     "Checking",
+    "UnmetAuthenticationRequirementsError",
     "check_authorization_request",
-    "check_session",
 ]
 
 ATTRIBUTE_SCOPES = {"name": "name", "address": "address", "birthdate": "birthdate", "gender": "gender"}
@@ -50,12 +51,24 @@ App names them; each comes only from the smartphone signature certificate, with 
 PROMPT_VALUES = frozenset({"none", "login", "consent"})
 UI_LOCALES = ("ja", "en")
 CLAIMS_LOCATIONS = frozenset({"userinfo", "id_token"})
+REACHABLE_ACRS = frozenset({ACR_SMARTPHONE_SE})
+"""The authentication context classes a login can reach: every login is an SE signature."""
 MAX_PARAMETER_LENGTH = 2048
 _SINGLE_VALUED = (
     "client_id", "redirect_uri", "response_type", "scope", "state", "nonce", "code_challenge",
     "code_challenge_method", "prompt", "max_age", "acr_values", "claims", "ui_locales", "response_mode",
     "request_uri", "request", "login_hint",
 )
+
+
+class UnmetAuthenticationRequirementsError(OAuth2Error):  # type: ignore[misc] # Authlib is untyped
+    """The RP's authentication requirements cannot be met (OpenID Connect Core Error Code
+    ``unmet_authentication_requirements`` 1.0 §1, registered in the IANA OAuth Extensions Error
+    registry): it "SHALL be used if the Relying Party wants the OP to conform to a certain
+    Authentication Context Class Reference value using an essential claim acr claim as specified
+    in Section 5.5.1.1 of OpenID Connect Core and the OP is unable to meet this requirement"."""
+
+    error = "unmet_authentication_requirements"
 
 
 @dataclass(kw_only=True)
@@ -229,12 +242,74 @@ def check_claims_parameter(request: Checking) -> None:
     request.claims = claims
 
 
+def check_essential_acr(request: Checking) -> None:
+    """OIDC Core §5.5.1.1: an essential ``acr`` the portal cannot reach fails the request.
+
+    "If this is an Essential Claim and the requirement cannot be met, then the Authorization
+    Server MUST treat that outcome as a failed authentication attempt." Every login reaches the
+    same context class (``REACHABLE_ACRS``), so the outcome is known before the user is asked to
+    do anything. ``value`` and ``values`` each constrain the acr when both are given (as node
+    oidc-provider checks them); a non-essential acr request, like ``acr_values``, is a hint.
+    """
+    requested = (request.claims or {}).get("id_token", {}).get("acr")
+    if requested is None:
+        return
+    essential, reachable = _reachable_requested_acrs(request, requested)
+    if essential and not reachable:
+        raise request.redirecting(UnmetAuthenticationRequirementsError(
+            "the requested essential acr cannot be met; this provider reaches " + " ".join(sorted(REACHABLE_ACRS)),
+        ))
+
+
+def _reachable_requested_acrs(request: Checking, requested: dict[str, Any]) -> tuple[bool, frozenset[str]]:
+    """Whether the acr request is essential, and which reachable context classes it accepts."""
+    essential = requested.get("essential", False)
+    value = requested.get("value")
+    values = requested.get("values")
+    # OIDC Core §5.5.1: essential is a boolean, value a string, values an array of strings.
+    if not isinstance(essential, bool):
+        raise request.redirecting(InvalidRequestError("claims.id_token.acr.essential must be true or false"))
+    if value is not None and not isinstance(value, str):
+        raise request.redirecting(InvalidRequestError("claims.id_token.acr.value must be a string"))
+    if values is not None and (
+        not isinstance(values, list) or not values or not all(isinstance(item, str) for item in values)
+    ):
+        raise request.redirecting(InvalidRequestError("claims.id_token.acr.values must be an array of strings"))
+    reachable = set(REACHABLE_ACRS)
+    if value is not None:
+        reachable &= {value}
+    if values is not None:
+        reachable &= set(values)
+    return essential, frozenset(reachable)
+
+
 def check_ui_locales(request: Checking) -> None:
     """OIDC Core §3.1.2.1: ui_locales is a preference list; we keep the ones we have pages for."""
     wanted = (request.value("ui_locales") or "").split()
     request.ui_locales = tuple(dict.fromkeys(
         tag.split("-")[0].lower() for tag in wanted if tag.split("-")[0].lower() in UI_LOCALES
     ))
+
+
+def check_authorization_details(request: Checking) -> None:
+    """RFC 9396 §2: ``document_signature`` details (``idp.signing.authorization_details``), pushed only.
+
+    A signing request carries documents, perhaps whole PDFs: it must come from an authenticated
+    client through PAR (RFC 9126), never in a browser's URL. Invalid details are
+    ``invalid_authorization_details`` (RFC 9396 §5).
+    """
+    if "authorization_details" not in request.params:
+        return
+    if len(request.params.getlist("authorization_details")) > 1:
+        raise request.redirecting(InvalidRequestError("authorization_details must be given once"))
+    if not request.pushed:
+        raise request.redirecting(InvalidRequestError("authorization_details must be pushed (PAR, RFC 9126)"))
+    try:
+        request.extra["signature_request"] = parse_authorization_details(
+            request.params["authorization_details"], max_documents=MAX_DOCUMENTS, max_pdf_bytes=MAX_INLINE_PDF_BYTES,
+        )
+    except InvalidAuthorizationDetailsError as error:
+        raise request.redirecting(error) from error
 
 
 REQUEST_CHECKS: tuple[Callable[[Checking], None], ...] = (
@@ -251,21 +326,10 @@ REQUEST_CHECKS: tuple[Callable[[Checking], None], ...] = (
     check_prompt,
     check_max_age,
     check_claims_parameter,
+    check_essential_acr,              # OIDC Core §5.5.1.1
     check_ui_locales,
+    check_authorization_details,      # RFC 9396 §2, pushed only; its error per §5
 )
-
-
-def reject_prompt_none(request: AuthorizationRequest) -> None:
-    """OIDC Core §3.1.2.6: with prompt=none and no session the answer is login_required.
-
-    The portal keeps no sign-in session yet: every login is a fresh signature by the phone.
-    """
-    if "none" in request.prompt:
-        error = LoginRequiredError(redirect_uri=request.redirect_uri, state=request.state)
-        raise error
-
-
-SESSION_CHECKS: tuple[Callable[[AuthorizationRequest], None], ...] = (reject_prompt_none,)
 
 
 def check_authorization_request(
@@ -297,13 +361,8 @@ def check_authorization_request(
         claims=request.claims,
         ui_locales=request.ui_locales,
         requested_attributes=requested_attributes(request.client, request.scope, request.claims),
+        signing=signing_field(request.extra["signature_request"]) if "signature_request" in request.extra else None,
     )
-
-
-def check_session(request: AuthorizationRequest) -> None:
-    """Run ``SESSION_CHECKS``; raises a redirecting ``OAuth2Error``."""
-    for check in SESSION_CHECKS:
-        check(request)
 
 
 def requested_attributes(

@@ -14,8 +14,10 @@ predefined values have no entry for it, and this is the value the portal documen
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from cryptography import x509
@@ -66,7 +68,7 @@ def identity_claims(
     released = frozenset(release)
     if not released:
         return {}
-    everything = attributes.decode(certificate).to_claims()
+    everything, issuer = _read(certificate)
     standard = {name: value for name, value in everything.items() if name in released}
     if not standard:
         return {}
@@ -80,7 +82,7 @@ def identity_claims(
                 "evidence": [{
                     "type": EVIDENCE_TYPE,
                     "signature_type": SIGNATURE_TYPE,
-                    "issuer": certificate.issuer.rfc4514_string(),
+                    "issuer": issuer,
                     "serial_number": format(certificate.serial_number, "X"),
                     "created_at": time,
                 }],
@@ -88,3 +90,13 @@ def identity_claims(
             "claims": standard,
         },
     }
+
+
+@functools.lru_cache(maxsize=4096)
+def _read(certificate: x509.Certificate) -> tuple[Mapping[str, Any], str]:
+    """The certificate's attribute claims and issuer name, read once per certificate.
+
+    A certificate never changes (it hashes and compares by its DER), and every userinfo call of
+    every grant on it would otherwise decode the same subjectAltName again.
+    """
+    return MappingProxyType(attributes.decode(certificate).to_claims()), certificate.issuer.rfc4514_string()

@@ -31,10 +31,11 @@ from typing import Any, ClassVar
 from urllib.parse import SplitResult, urlsplit
 
 from joserfc.errors import JoseError
-from joserfc.jwk import JWKRegistry, Key
+from joserfc.jwk import JWKRegistry, Key, KeySet
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from idp.audit import AuditEvent, append_in
 from idp.clock import Clock, SystemClock
 from idp.oidc.records import AuthMethod, Client, IdTokenAlgorithm
 
@@ -45,6 +46,7 @@ __all__ = [
     "InvalidClientMetadata",
     "InvalidRedirectUri",
     "RegisteredClient",
+    "signing_keys_of",
 ]
 
 SUPPORTED_SCOPES = ("openid", "name", "address", "birthdate", "gender", "sign")
@@ -113,6 +115,8 @@ class ClientInfo:
     sector: str
     """The host pairwise ``sub`` values are computed for (OIDC Core §8.1)."""
     created_at: datetime
+    post_logout_redirect_uris: tuple[str, ...] = ()
+    """Where RP-initiated logout may return the browser (RP-Initiated Logout 1.0 §3.1); exact match."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -153,6 +157,7 @@ class ClientRegistry:
         require_par: bool = False,
         id_token_alg: str = IdTokenAlgorithm.ES256,
         sector: str | None = None,
+        post_logout_redirect_uris: Sequence[str] = (),
         now: datetime,
     ) -> RegisteredClient:
         """Validate the metadata and store a new client with a random ``client_id``.
@@ -166,6 +171,7 @@ class ClientRegistry:
         checked_scopes = _check_scopes(scopes)
         algorithm = _check_id_token_alg(id_token_alg)
         checked_sector = _check_sector(sector, checked_uris)
+        checked_logout_uris = _check_post_logout_redirect_uris(post_logout_redirect_uris)
 
         secret = secrets.token_urlsafe(_SECRET_BYTES) if method is AuthMethod.CLIENT_SECRET_BASIC else None
         row = Client(
@@ -180,10 +186,15 @@ class ClientRegistry:
             require_pushed_authorization_requests=require_par,
             id_token_signed_response_alg=algorithm.value,
             sector_identifier=checked_sector,
+            post_logout_redirect_uris=list(checked_logout_uris),
             created_at=now,
         )
         with self._sessions.begin() as session:
             session.add(row)
+            append_in(
+                session, AuditEvent.CLIENT_REGISTERED, at=now, actor="operator", subject=f"client:{row.client_id}",
+                details={"auth_method": method.value, "scopes": list(checked_scopes)},
+            )
         self._cache.clear()
         return RegisteredClient(client=_info(row), client_secret=secret)
 
@@ -206,6 +217,11 @@ class ClientRegistry:
             removed = session.execute(
                 delete(Client).where(Client.client_id == client_id).returning(Client.client_id),
             ).first()
+            if removed is not None:
+                append_in(
+                    session, AuditEvent.CLIENT_REMOVED, at=self._clock.now(), actor="operator",
+                    subject=f"client:{client_id}",
+                )
         self._cache.clear()
         return removed is not None
 
@@ -267,6 +283,7 @@ def _info(row: Client) -> ClientInfo:
         id_token_alg=IdTokenAlgorithm(row.id_token_signed_response_alg),
         sector=row.sector_identifier,
         created_at=row.created_at,
+        post_logout_redirect_uris=tuple(row.post_logout_redirect_uris or ()),
     )
 
 
@@ -310,6 +327,18 @@ def _check_redirect_uri(uri: str) -> None:
     if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS):
         return
     raise InvalidRedirectUri(f"{uri!r} must use https (http only on 127.0.0.1, localhost or [::1])")
+
+
+def _check_post_logout_redirect_uris(uris: Sequence[str]) -> tuple[str, ...]:
+    """RP-Initiated Logout 1.0 §3.1: absolute URIs, held to the redirect URIs' rules (RFC 9700 §2.6)."""
+    if isinstance(uris, str):
+        raise InvalidClientMetadata("post_logout_redirect_uris", "must be a list of URIs, not one string")
+    for uri in uris:
+        try:
+            _check_redirect_uri(uri)
+        except InvalidRedirectUri as exc:
+            raise InvalidClientMetadata("post_logout_redirect_uris", exc.message) from None
+    return tuple(dict.fromkeys(uris))
 
 
 def _split_uri(uri: str, field: str) -> SplitResult:
@@ -400,6 +429,34 @@ def _check_public_jwk(number: int, key: object) -> Key:
         return JWKRegistry.import_key(dict(key))
     except (JoseError, ValueError, TypeError) as exc:
         raise InvalidClientMetadata("jwks", f"key {number} is not a valid public key: {exc or 'bad encoding'}") from exc
+
+
+def signing_keys_of(document: object) -> KeySet:
+    """The signature keys of a JWK Set a client publishes at its ``jwks_uri`` (RFC 7517 §5).
+
+    A published set may hold keys the portal has no use for (encryption keys, types it does not
+    verify with): they are skipped, as RFC 7517 §5 says a set's unknown keys "SHOULD" be ignored.
+    A set with a private key, two signature keys sharing a kid, or no signature key at all is
+    refused with InvalidClientMetadata naming ``jwks_uri``.
+    """
+    keys = document.get("keys") if isinstance(document, Mapping) else None
+    if not isinstance(keys, list):
+        raise InvalidClientMetadata("jwks_uri", 'must serve a JWK Set: an object with a "keys" array')
+    usable: builtins.list[Key] = []
+    for number, key in enumerate(keys, start=1):
+        if isinstance(key, Mapping) and _PRIVATE_KEY_MEMBERS & set(key):
+            # A published private key means whoever read the set can sign as the client.
+            raise InvalidClientMetadata("jwks_uri", f"key {number} has private key members: publish public keys only")
+        try:
+            usable.append(_check_public_jwk(number, key))
+        except InvalidClientMetadata:
+            continue
+    kids = [key.kid for key in usable if key.kid is not None]
+    if len(kids) != len(set(kids)):
+        raise InvalidClientMetadata("jwks_uri", "two signature keys share a kid")
+    if not usable:
+        raise InvalidClientMetadata("jwks_uri", "the JWK Set holds no public signature key")
+    return KeySet(usable)
 
 
 def _bit_length(base64url: object) -> int | None:

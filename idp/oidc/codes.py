@@ -21,7 +21,7 @@ import enum
 import hashlib
 import json
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -83,7 +83,8 @@ class IssuedCode:
 
     def to_json(self) -> bytes:
         """Serialise for the ephemeral store."""
-        data: dict[str, Any] = asdict(self)
+        data: dict[str, Any] = {name: getattr(self, name) for name in _CODE_FIELDS}
+        data["request"] = self.request.to_dict()
         data["auth_time"] = self.auth_time.isoformat()
         return json.dumps(data, separators=(",", ":")).encode()
 
@@ -91,15 +92,16 @@ class IssuedCode:
     def from_json(cls, raw: bytes, *, grant_id: str) -> IssuedCode:
         """The inverse of ``to_json``, naming the grant."""
         data = json.loads(raw)
-        request = data.pop("request")
-        for name in ("scope", "prompt", "acr_values", "ui_locales", "requested_attributes"):
-            request[name] = tuple(request[name])
-        data["request"] = AuthorizationRequest(**request)
+        data["request"] = AuthorizationRequest.from_dict(data["request"])
         data["auth_time"] = datetime.fromisoformat(data["auth_time"])
         data["amr"] = tuple(data["amr"])
         data["consented_attributes"] = tuple(data["consented_attributes"])
         data["grant_id"] = grant_id
         return cls(**data)
+
+
+_CODE_FIELDS = tuple(name for name in IssuedCode.__slots__ if name != "grant_id")
+"""What a stored code keeps; ``grant_id`` is derived from the code at redemption."""
 
 
 class Redemption(enum.Enum):
@@ -133,9 +135,9 @@ class CodeStore:
     def redeem(self, code: str, *, client_id: str) -> IssuedCode | Redemption:
         """Take the code once for ``client_id``; a second redemption is ``REPLAYED``."""
         hashed = code_hash(code)
-        if not self._store.put_new(f"code-used:{hashed}", b"1", ttl=self._replay_window):
+        first, raw = self._store.take_marking(f"code:{hashed}", marker=f"code-used:{hashed}", ttl=self._replay_window)
+        if not first:
             return Redemption.REPLAYED
-        raw = self._store.take(f"code:{hashed}")
         if raw is None:
             return Redemption.UNKNOWN
         issued = IssuedCode.from_json(raw, grant_id=hashed)

@@ -1,4 +1,5 @@
-"""Provider metadata (OpenID Connect Discovery 1.0 §3, RFC 8414, RFC 9126 §5, RFC 9207 §3, OIDC4IDA §8)."""
+"""Provider metadata (OpenID Connect Discovery 1.0 §3, RFC 8414, RFC 9126 §5, RFC 9207 §3, OIDC4IDA §8,
+RP-Initiated Logout 1.0 §2.1)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ from idp.oidc.claims import EVIDENCE_TYPE, TRUST_FRAMEWORK
 from idp.oidc.keys import ALGORITHMS
 from idp.oidc.provider import ENDPOINTS
 from idp.oidc.server import AUTH_METHODS
+from idp.signing.authorization_details import DOCUMENT_SIGNATURE
 
-__all__ = ["ACR_VALUES", "provider_metadata"]
+__all__ = ["ACR_VALUES", "END_SESSION_PATH", "provider_metadata"]
 
 ACR_VALUES = (ACR_SMARTPHONE_SE,)
 """The authentication contexts the portal reaches (``ACR_SMARTPHONE_SE``)."""
+END_SESSION_PATH = "/logout"
+"""RP-Initiated Logout 1.0 §2: where an RP sends the browser to end the portal session."""
 
 
 def provider_metadata(issuer: str) -> dict[str, Any]:
@@ -23,6 +27,7 @@ def provider_metadata(issuer: str) -> dict[str, Any]:
     return {
         "issuer": issuer,
         **{name: issuer + path for name, path in ENDPOINTS.items()},
+        "end_session_endpoint": issuer + END_SESSION_PATH,
         "scopes_supported": ["openid", *ATTRIBUTE_SCOPES],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
@@ -48,4 +53,6 @@ def provider_metadata(issuer: str) -> dict[str, Any]:
         "trust_frameworks_supported": [TRUST_FRAMEWORK],
         "evidence_supported": [EVIDENCE_TYPE],
         "claims_in_verified_claims_supported": attribute_claims,
+        # RFC 9396 §10: the authorization details types a pushed request may carry (docs/signing.md).
+        "authorization_details_types_supported": [DOCUMENT_SIGNATURE],
     }

@@ -1,10 +1,13 @@
-"""The OpenID Connect endpoints over HTTP: discovery, JWKS, authorize, PAR, token, userinfo.
+"""The OpenID Connect endpoints over HTTP: discovery, JWKS, authorize, PAR, token, userinfo, logout.
 
 Errors: at ``/authorize`` an error found before the redirect URI is verified is an HTML page
 (400), never a redirect; after, a redirect with ``error``, ``state`` and ``iss``. ``/par`` and
 ``/token`` answer OAuth error JSON (RFC 6749 §5.2); ``/userinfo`` answers 401 with
 ``WWW-Authenticate: Bearer error="invalid_token"`` (RFC 6750 §3). Anything unexpected is
-``server_error`` without detail, logged.
+``server_error`` without detail, logged. When PostgreSQL or Redis cannot be reached, every
+endpoint answers 503 with ``Retry-After``: ``/authorize`` the HTML page, the others
+``temporarily_unavailable`` JSON (``idp.ops.unavailable``). ``/logout`` (RP-Initiated Logout 1.0)
+shows a refused request on a page and never redirects it.
 """
 
 from __future__ import annotations
@@ -14,18 +17,22 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
-from flask import Blueprint, Flask, request
+from flask import Blueprint, Flask, current_app, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from idp.oidc.authorization import check_authorization_request, check_session
-from idp.oidc.discovery import provider_metadata
+from idp.oidc.authorization import check_authorization_request
+from idp.oidc.discovery import END_SESSION_PATH, provider_metadata
 from idp.oidc.errors import InvalidRequestError, InvalidRequestUriError, InvalidTokenError, OAuth2Error
-from idp.oidc.provider import OidcProvider
+from idp.oidc.provider import GrantRevoked, OidcProvider
 from idp.oidc.responses import error_redirect
 from idp.oidc.server import AUTH_METHODS, PortalAuthorizationServer, build_authorization_server
-from idp.web.login import create_login_blueprint, error_page, start_login
+from idp.ops.unavailable import Dependency, register_unavailable_handler, unavailable_json
+from idp.signing.flow import SIGNING_FLOW_EXTENSION
+from idp.web.account import create_account_blueprint, logged_out_page
+from idp.web.login import create_login_blueprint, error_page, start_login, unavailable_page
+from idp.web.session import LogoutRefused, check_logout, end_session, install_sessions, silent_login
 
 __all__ = ["register_oidc"]
 
@@ -75,11 +82,12 @@ class _Endpoints:
                 client, authorization = self._pushed(request.args)
             else:
                 client, authorization = check_authorization_request(request.args, find_client=provider.clients.get)
-            check_session(authorization)
         except OAuth2Error as error:
             if error.redirect_uri:
                 return error_redirect(error, issuer=provider.issuer)
             return error_page(error.error, error.description)
+        if "none" in authorization.prompt:  # OIDC Core §3.1.2.6: from the portal session, never a page
+            return silent_login(provider, client, authorization)
         return start_login(provider, client, authorization)
 
     def _pushed(self, params: MultiDict[str, str]) -> Any:
@@ -112,6 +120,8 @@ class _Endpoints:
             _client, authorization = check_authorization_request(
                 params, find_client=provider.clients.get, pushed=True,
             )
+            if authorization.signing is not None:  # RFC 9396: the PDFs wait beside the request, by digest
+                current_app.extensions[SIGNING_FLOW_EXTENSION].keep_documents_of(params["authorization_details"])
         except OAuth2Error as error:
             # At PAR every error is answered to the client directly (RFC 9126 §2.3).
             error.redirect_uri, error.state = None, None
@@ -119,27 +129,44 @@ class _Endpoints:
         request_uri = provider.pushed.push(authorization)
         return _json({"request_uri": request_uri, "expires_in": int(provider.pushed.ttl.total_seconds())}, 201)
 
+    def end_session(self) -> Response:
+        """RP-Initiated Logout 1.0 §2 (GET or POST): end the portal session, then return to the RP."""
+        params = {name: request.values[name] for name in _LOGOUT_PARAMETERS if request.values.get(name)}
+        try:
+            logout = check_logout(self.provider, params)
+        except LogoutRefused as refused:
+            logger.info("logout.rejected reason=%s", refused.reason)
+            return error_page("invalid_request", refused.description)
+        return end_session(self.provider, logout, page=logged_out_page)
+
     def token(self) -> Response:
         """RFC 6749 §3.2 through Authlib."""
-        response: Response = self.server.create_token_response()
+        try:
+            response: Response = self.server.create_token_response()
+        except GrantRevoked:  # revoked while its tokens were being issued
+            response = _json({"error": "invalid_grant", "error_description": "the grant was revoked"}, 400)
         response.headers["Cache-Control"] = "no-store"
         response.headers["Pragma"] = "no-cache"
         return response
 
     def userinfo(self) -> Response:
-        """OIDC Core §5.3: sub, and the consented attributes only."""
+        """OIDC Core §5.3: sub, and the consented attributes only, while the grant stands."""
         provider = self.provider
         token = _bearer_token()
         info = provider.access_tokens.read(token) if token else None
-        if info is None:
-            error = InvalidTokenError("the access token is missing, unknown, expired or revoked")
-            return _json(
-                {"error": error.error, "error_description": error.description}, 401,
-                {"WWW-Authenticate": f'Bearer error="{error.error}"'},
-            )
-        body: dict[str, Any] = {"sub": info.subject}
-        body.update(provider.released_claims(info.grant_id, location="userinfo"))
-        return _json(body)
+        try:
+            if info is not None:
+                return _json({"sub": info.subject, **provider.released_claims(info.grant_id, location="userinfo")})
+        except GrantRevoked:
+            pass
+        error = InvalidTokenError("the access token is missing, unknown, expired or revoked")
+        return _json(
+            {"error": error.error, "error_description": error.description}, 401,
+            {"WWW-Authenticate": f'Bearer error="{error.error}"'},
+        )
+
+
+_LOGOUT_PARAMETERS = ("id_token_hint", "client_id", "post_logout_redirect_uri", "state")
 
 
 def _bearer_token() -> str | None:
@@ -164,10 +191,21 @@ def register_oidc(app: Flask, provider: OidcProvider) -> PortalAuthorizationServ
     blueprint.add_url_rule("/par", "par", endpoints.par, methods=["POST"])
     blueprint.add_url_rule("/token", "token", endpoints.token, methods=["POST"])
     blueprint.add_url_rule("/userinfo", "userinfo", endpoints.userinfo, methods=["GET", "POST"])
+    blueprint.add_url_rule(END_SESSION_PATH, "end_session", endpoints.end_session, methods=["GET", "POST"])
+    register_unavailable_handler(blueprint, _unavailable, otherwise=_unexpected)
     blueprint.register_error_handler(Exception, _unexpected)
     app.register_blueprint(blueprint)
     app.register_blueprint(create_login_blueprint(app, provider), url_prefix="/login")
+    install_sessions(app, provider)
+    app.register_blueprint(create_account_blueprint(), url_prefix="/account")
     return server
+
+
+def _unavailable(_dependency: Dependency) -> Response:
+    """The browser's /authorize gets the page; the JSON endpoints ``temporarily_unavailable``."""
+    if request.endpoint in {"oidc.authorize", "oidc.end_session"}:
+        return unavailable_page()
+    return unavailable_json()
 
 
 def _unexpected(error: Exception) -> Response:

@@ -17,7 +17,8 @@ from cryptography import x509
 from sqlalchemy import and_, bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from idp.ceremonies.transactions import LoginTransaction, Outcome, TransactionStore
+from idp.ceremonies.devices import SqlDeviceDirectory
+from idp.ceremonies.transactions import EXPIRED_KEPT, AuthorizationRequest, LoginTransaction, Outcome, TransactionStore
 from idp.clock import Clock
 from idp.oidc.access_tokens import AccessTokenStore
 from idp.oidc.claims import identity_claims, requested_claims
@@ -36,7 +37,7 @@ from idp.settings import Settings
 from idp.store.database import engine_of, single_statement
 from idp.store.ephemeral import EphemeralStore
 
-__all__ = ["ENDPOINTS", "OidcProvider"]
+__all__ = ["ENDPOINTS", "GrantRevoked", "OidcProvider"]
 
 logger = logging.getLogger("idp.oidc")
 
@@ -60,14 +61,14 @@ class OidcProvider:
         self.clock = clock
         self.issuer = settings.issuer
         self.clients = ClientRegistry(sessions, cache_ttl=settings.oidc.client_cache_ttl, clock=clock)
-        self.transactions = TransactionStore(ephemeral, ttl=settings.login.transaction_ttl)
+        self.transactions = TransactionStore(ephemeral, ttl=settings.login.transaction_ttl, keep=EXPIRED_KEPT)
         self.access_tokens = AccessTokenStore(ephemeral, ttl=settings.oidc.access_token_ttl)
         self.codes = CodeStore(ephemeral, ttl=settings.oidc.code_ttl, replay_window=settings.oidc.refresh_token_ttl)
         self.pushed = PushedRequests(ephemeral, ttl=settings.oidc.request_uri_ttl)
-        self.grants = GrantService(
-            sessions, refresh_token_ttl=settings.oidc.refresh_token_ttl, on_revoke=self.access_tokens.revoke_grant,
-        )
+        self.grants = GrantService(sessions, refresh_token_ttl=settings.oidc.refresh_token_ttl)
         self.consents = ConsentService(sessions)
+        self.devices = SqlDeviceDirectory(sessions)
+        """The phones, for the portal session's check that its phone still stands (``idp.web.session``)."""
         self.ephemeral = ephemeral
         self._engine = engine_of(sessions)
 
@@ -79,7 +80,7 @@ class OidcProvider:
         """The signing keys, read on first use: an app built on an instance that ``idp init`` has
         not given keys yet (an older instance, a PKI-only test) still serves everything else.
         Raises SigningKeysMissing then."""
-        return KeyStore(self.settings.instance)
+        return KeyStore.of(self.settings, clock=self.clock)
 
     def url(self, endpoint: str) -> str:
         """The absolute URL of ``endpoint`` (a key of ``ENDPOINTS``)."""
@@ -92,11 +93,17 @@ class OidcProvider:
             raise LookupError("the client is no longer registered")
         return pairwise_subject(secret=self.keys.pairwise_secret, sector=info.sector, person_id=person_id)
 
-    def finish_login(self, transaction: LoginTransaction, outcome: Outcome) -> str:
-        """Mint the authorization code for an approved, claimed outcome; remember its consent."""
+    def finish_login(self, transaction: LoginTransaction, outcome: Outcome, *, sid: str | None = None) -> str:
+        """Mint the authorization code for an approved, claimed outcome; remember its consent.
+
+        ``sid``: the login session the ID token names (a new one when not given).
+        """
+        return self.mint_code(transaction.request, outcome, sid=sid or secrets.token_urlsafe(16))
+
+    def mint_code(self, request: AuthorizationRequest, outcome: Outcome, *, sid: str) -> str:
+        """``finish_login`` for a request with no transaction: a silent login from the portal session."""
         if outcome.person_id is None or outcome.auth_time is None:
             raise ValueError("an approved outcome names the person and the time of approval")
-        request = transaction.request
         consented = tuple(name for name in outcome.consented_attributes if name in request.requested_attributes)
         if consented:
             self.consents.record(
@@ -111,13 +118,21 @@ class OidcProvider:
             consented_attributes=consented,
             signature_certificate_serial=outcome.signature_certificate_serial,
             device_id=outcome.device_id,
-            sid=secrets.token_urlsafe(16),
+            sid=sid,
         ))
 
     def revoke_grant(self, grant_id: str) -> None:
-        """Revoke a grant's refresh tokens and access tokens (a replayed code, a reused token)."""
-        self.access_tokens.revoke_grant(grant_id)
+        """Revoke a grant: its refresh and access tokens stop working (a replayed code, a revoked device).
+
+        Also remembered in the ephemeral store for as long as its code could be replayed, for a
+        replay that overtakes the first redemption before its grant is written (``revoked_meanwhile``).
+        """
+        self.ephemeral.put(_revoked_key(grant_id), b"1", ttl=self.settings.oidc.code_ttl)
         self.grants.revoke(grant_id, now=self.clock.now())
+
+    def revoked_meanwhile(self, grant_id: str) -> bool:
+        """Whether ``revoke_grant`` ran for a grant before it was written (its code was replayed then)."""
+        return self.ephemeral.get(_revoked_key(grant_id)) is not None
 
     def revoke_device_grants(self, device_id: str) -> int:
         """Revoke every live grant issued on the device (its refresh and access tokens); how many.
@@ -133,6 +148,9 @@ class OidcProvider:
     def released_claims(self, grant_id: str, *, location: str) -> dict[str, Any]:
         """The identity claims grant ``grant_id`` may release at ``location`` now.
 
+        Raises GrantRevoked when the grant is revoked or unknown: the one check every use of an
+        access token goes through.
+
         Only attributes that were asked for, approved on the phone for this grant, and whose
         consent still stands; read from the signature certificate the approval named, and only
         while that certificate is good (not revoked, not on hold).
@@ -141,8 +159,8 @@ class OidcProvider:
         """
         with single_statement(self._engine) as connection:
             rows = connection.execute(_RELEASE, {"grant_id": grant_id}).all()
-        if not rows:
-            return {}
+        if not rows or rows[0].revoked_at is not None:
+            raise GrantRevoked(grant_id)
         grant = rows[0]
         if grant.signature_certificate_serial is None:
             return {}
@@ -161,10 +179,18 @@ class OidcProvider:
             return {}
 
 
+class GrantRevoked(LookupError):
+    """The grant behind a token is revoked (or unknown): the token must not be honoured."""
+
+
+def _revoked_key(grant_id: str) -> str:
+    return f"grant-revoked:{grant_id}"
+
+
 _RELEASE = (
     select(
         Grant.scope, Grant.claims, Grant.consented_attributes, Grant.signature_certificate_serial, Grant.auth_time,
-        IssuedCertificate.der, IssuedCertificate.state, Consent.attributes.label("consent"),
+        Grant.revoked_at, IssuedCertificate.der, IssuedCertificate.state, Consent.attributes.label("consent"),
     )
     .select_from(Grant)
     .outerjoin(IssuedCertificate, and_(

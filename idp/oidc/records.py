@@ -14,7 +14,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, LargeBinary, String, Text
+from sqlalchemy import JSON, CheckConstraint, LargeBinary, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idp.store.database import Base
@@ -66,6 +66,8 @@ class Client(Base):
     id_token_signed_response_alg: Mapped[str] = mapped_column(String(8))
     sector_identifier: Mapped[str] = mapped_column(String(253))
     """The host that pairwise ``sub`` values are computed for (OIDC Core §8.1)."""
+    post_logout_redirect_uris: Mapped[list[str]] = mapped_column(JSON, server_default=text("'[]'"))
+    """Where RP-initiated logout may send the browser back to (RP-Initiated Logout 1.0 §3.1), exact URIs."""
     created_at: Mapped[datetime]
 
     __table_args__ = (

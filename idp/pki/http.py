@@ -22,6 +22,7 @@ from cryptography.x509 import ocsp
 from flask import Blueprint, Response, request
 from sqlalchemy.exc import SQLAlchemyError
 
+from idp.ops.unavailable import note_unavailable, retry_headers, unavailable_dependency
 from idp.pki.ocsp import MalformedOcspRequest, request_from_get
 from idp.pki.service import PortalPki, UnknownAuthority
 from idp.web.problems import (
@@ -120,7 +121,14 @@ def _read_body() -> bytes:
 def _ocsp_answer(pki: PortalPki, request_der: bytes) -> Response:
     try:
         return _ocsp(pki.ocsp_response(request_der))
-    except SQLAlchemyError:
+    except SQLAlchemyError as exc:
+        dependency = unavailable_dependency(exc)
+        if dependency is not None:
+            # RFC 6960 §2.3 tryLater: the responder is "temporarily unable to respond".
+            note_unavailable(dependency, exc)
+            response = _ocsp(_unsuccessful(ocsp.OCSPResponseStatus.TRY_LATER))
+            response.headers.update(retry_headers())
+            return response
         # RFC 6960 §2.3 internalError: an OCSP client reads an OCSP answer, never an HTTP error page.
         logger.exception("the OCSP responder cannot read the certificate records")
         return _ocsp(_unsuccessful(ocsp.OCSPResponseStatus.INTERNAL_ERROR))

@@ -20,7 +20,7 @@ from asn1crypto import core
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from idp.pki import oids
 
@@ -29,13 +29,16 @@ __all__ = [
     "CARD_AUTH",
     "CARD_SIGN",
     "JLIS_AUTH_CA",
+    "JLIS_LINKING_SIGNER",
     "JLIS_ROOT",
     "JLIS_SIGN_CA",
+    "LINKING_DATA_SIGNING",
     "PORTAL_ROOT",
     "PROFILES",
     "SMARTPHONE_AUTH",
     "SMARTPHONE_CA",
     "SMARTPHONE_SIGN",
+    "TIMESTAMPING",
     "VENDOR_ROOT",
     "CertificateProfile",
     "Issuer",
@@ -99,11 +102,22 @@ class CertificateProfile:
     ca: bool = False
     path_length: int | None = None
     extended_key_usage: tuple[x509.ObjectIdentifier, ...] = ()
+    critical_extended_key_usage: bool = False
+    """Whether the extended key usage is critical (the TSA's must be, RFC 3161 §2.3)."""
     policies: tuple[x509.ObjectIdentifier, ...] = ()
     revocation_pointers: bool = True
     """CRL distribution point and OCSP URL; every certificate but a root and an attestation."""
     carries_attributes: bool = False
     """Whether the four basic attributes must be in its subjectAltName."""
+
+    def critical_extensions(self) -> list[x509.ExtensionType]:
+        """Basic constraints, key usage and, when the profile makes it critical, extended key usage."""
+        extensions: list[x509.ExtensionType] = [
+            x509.BasicConstraints(ca=self.ca, path_length=self.path_length), self.key_usage_extension(),
+        ]
+        if self.extended_key_usage and self.critical_extended_key_usage:
+            extensions.append(x509.ExtendedKeyUsage(self.extended_key_usage))
+        return extensions
 
     def key_usage_extension(self) -> x509.KeyUsage:
         """The critical keyUsage extension of this profile."""
@@ -132,6 +146,14 @@ CARD_SIGN = CertificateProfile(
     key_usage=frozenset({"digital_signature", "content_commitment"}),
     policies=(oids.CARD_SIGN_POLICY,), carries_attributes=True,
 )
+LINKING_DATA_SIGNING = x509.ObjectIdentifier(f"{oids.MYNA_ARC}.2.1")
+"""**Ours**: the extended key usage of the J-LIS key that signs linking-data feed pages; a J-LIS
+certificate without it (a CA, a card) cannot sign the feed, and this one can sign nothing else."""
+JLIS_LINKING_SIGNER = CertificateProfile(
+    name="jlis-linking-signer", key_algorithm=KeyAlgorithm.RSA_2048, key_usage=frozenset({"digital_signature"}),
+    extended_key_usage=(LINKING_DATA_SIGNING,),
+)
+"""The J-LIS linking-data signer, issued by the J-LIS root (``docs/linking.md``)."""
 PORTAL_ROOT = CertificateProfile(
     name="portal-root", key_algorithm=KeyAlgorithm.EC_P256, key_usage=_CA_USAGE, ca=True,
     revocation_pointers=False,
@@ -160,9 +182,19 @@ ATTESTATION = CertificateProfile(
 basicConstraints CA=false, and the AAGUID extension. Attestation trust is the configured list
 of vendor roots (as FIDO metadata works), so it carries no revocation pointers."""
 
+TIMESTAMPING = CertificateProfile(
+    name="timestamping", key_algorithm=KeyAlgorithm.EC_P256, key_usage=frozenset({"digital_signature"}),
+    extended_key_usage=(ExtendedKeyUsageOID.TIME_STAMPING,), critical_extended_key_usage=True,
+)
+"""The portal's RFC 3161 timestamping unit, issued by the portal root: RFC 3161 §2.3 "The TSA
+MUST sign each time-stamp message with a key reserved specifically for that purpose" and its
+certificate "MUST contain only one instance of the extended key usage field extension ... with
+KeyPurposeID having value: id-kp-timeStamping. This extension MUST be critical."
+"""
+
 PROFILES = {profile.name: profile for profile in (
     JLIS_ROOT, JLIS_AUTH_CA, JLIS_SIGN_CA, CARD_AUTH, CARD_SIGN, PORTAL_ROOT, SMARTPHONE_CA,
-    SMARTPHONE_AUTH, SMARTPHONE_SIGN, VENDOR_ROOT, ATTESTATION,
+    SMARTPHONE_AUTH, SMARTPHONE_SIGN, VENDOR_ROOT, ATTESTATION, JLIS_LINKING_SIGNER, TIMESTAMPING,
 )}
 
 
@@ -222,17 +254,14 @@ def build_certificate(
         .serial_number(serial_number or x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=profile.ca, path_length=profile.path_length), critical=True)
-        .add_extension(profile.key_usage_extension(), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
     )
+    identifiers: list[x509.ExtensionType] = [x509.SubjectKeyIdentifier.from_public_key(public_key)]
     if issuer is not None:
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.private_key.public_key()),
-            critical=False,
-        )
-    for extension in _optional_extensions(profile, alternative_names, crl_url, ocsp_url, aaguid):
-        builder = builder.add_extension(extension, critical=False)
+        identifiers.append(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.private_key.public_key()))
+    critical = profile.critical_extensions()
+    optional = _optional_extensions(profile, alternative_names, crl_url, ocsp_url, aaguid)
+    for extension in (*critical, *identifiers, *optional):
+        builder = builder.add_extension(extension, critical=extension in critical)
     return builder.sign(key, hashes.SHA256())
 
 
@@ -243,9 +272,10 @@ def _optional_extensions(
     ocsp_url: str | None,
     aaguid: UUID | None,
 ) -> list[x509.ExtensionType]:
-    """The non-critical extensions after the key identifiers, in RFC 5280 §4.2 order."""
+    """The non-critical extensions after the key identifiers, in RFC 5280 §4.2 order (a critical
+    extended key usage goes in with the other critical ones)."""
     extensions: list[x509.ExtensionType] = []
-    if profile.extended_key_usage:
+    if profile.extended_key_usage and not profile.critical_extended_key_usage:
         extensions.append(x509.ExtendedKeyUsage(profile.extended_key_usage))
     if profile.policies:
         extensions.append(x509.CertificatePolicies([x509.PolicyInformation(oid, None) for oid in profile.policies]))

@@ -34,6 +34,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, sessionmaker
 
+from idp.audit import AuditEvent, append_in, certificate_subject
+from idp.clock import Clock, SystemClock
 from idp.pki.registry import (
     AlreadyRevoked,
     CertificateRef,
@@ -148,12 +150,15 @@ class SqlCertificateRegistry:
     """``idp.pki.registry.CertificateRegistry`` on the SQL store, for one authority.
 
     Each method is one short transaction. Revocation and resumption are one conditional UPDATE
-    (``… WHERE state IN …``), so of two concurrent revocations exactly one succeeds.
+    (``… WHERE state IN …``), so of two concurrent revocations exactly one succeeds. Issuing,
+    revoking and resuming append an audit record (actor ``portal``) in the same transaction;
+    ``clock`` times those records.
     """
 
-    def __init__(self, sessions: sessionmaker[Session], authority: str) -> None:
+    def __init__(self, sessions: sessionmaker[Session], authority: str, *, clock: Clock | None = None) -> None:
         self._sessions = sessions
         self._authority = authority
+        self._clock: Clock = clock if clock is not None else SystemClock()
 
     def __repr__(self) -> str:
         return f"SqlCertificateRegistry({self._authority!r})"
@@ -193,10 +198,18 @@ class SqlCertificateRegistry:
         try:
             with self._sessions.begin() as session:
                 session.add(row)
+                self._audit(session, AuditEvent.CERTIFICATE_ISSUED, certificate.serial_number, {"profile": profile})
         except IntegrityError as exc:
             raise RegistryError(
                 f"{self._authority} already recorded serial {certificate.serial_number}",
             ) from exc
+
+    def _audit(self, session: Session, event: AuditEvent, serial_number: int, details: dict[str, str]) -> None:
+        """The audit record of a change to this authority's certificate, in the change's transaction."""
+        append_in(
+            session, event, at=self._clock.now(), actor="portal",
+            subject=certificate_subject(self._authority, serial_number), details=details,
+        )
 
     def status(self, serial_number: int) -> CertificateStatus | None:
         """The certificate's record, or None when this authority never issued it."""
@@ -248,6 +261,7 @@ class SqlCertificateRegistry:
                     f"serial {serial_number} is {_describe(row.state)} and cannot be "
                     f"{'held' if hold else 'revoked'}",
                 )
+            self._audit(session, AuditEvent.CERTIFICATE_REVOKED, serial_number, {"reason": reason.value})
             return _status(row)
 
     def resume(self, serial_number: int) -> CertificateStatus:
@@ -273,6 +287,7 @@ class SqlCertificateRegistry:
                 raise UnknownCertificate(f"{self._authority} never issued serial {serial_number}")
             if changed is None:
                 raise AlreadyRevoked(f"serial {serial_number} is {_describe(row.state)}, not on hold")
+            self._audit(session, AuditEvent.CERTIFICATE_RESUMED, serial_number, {})
             return _status(row)
 
     def listed(self) -> list[CertificateStatus]:

@@ -1,9 +1,11 @@
 """The portal's own certificate authorities: a root and the smartphone issuing CA (RFC 5280).
 
 ``init_pki`` makes them once, into the instance directory (``<instance>/pki/<name>.key.pem``,
-mode 0600, and ``<name>.crt.pem``). ``PortalPki`` loads them once per application and offers
-what the rest of the portal needs: issuing and revoking smartphone certificates, the published
-CRL of each CA (RFC 5280 §5), and OCSP answers (RFC 6960) for both.
+mode 0600, and ``<name>.crt.pem``), and beside them the key and certificate of the portal's
+timestamping unit (RFC 3161), issued by the root, in ``<instance>/tsa/``. ``PortalPki`` loads
+them once per application and offers what the rest of the portal needs: issuing and revoking
+smartphone certificates, the published CRL of each CA (RFC 5280 §5), OCSP answers (RFC 6960)
+for both, and the timestamping unit's key for ``idp.signing``.
 
 The root also publishes a CRL and answers OCSP for the smartphone CA certificate, so that a
 relying party requiring revocation information for every certificate of the path (pyhanko-
@@ -35,6 +37,7 @@ from idp.pki.profiles import (
     SMARTPHONE_AUTH,
     SMARTPHONE_CA,
     SMARTPHONE_SIGN,
+    TIMESTAMPING,
     CertificateProfile,
     Issuer,
     KeyAlgorithm,
@@ -52,6 +55,8 @@ __all__ = [
     "ROOT_LIFETIME",
     "ROOT_NAME",
     "SMARTPHONE_CA_NAME",
+    "TSA_LIFETIME",
+    "TSA_NAME",
     "PkiNotInitialised",
     "PkiSetupError",
     "PortalPki",
@@ -67,10 +72,14 @@ ROOT_LIFETIME = timedelta(days=20 * 365 + 5)
 """About twenty years."""
 CA_LIFETIME = timedelta(days=10 * 365 + 2)
 """About ten years: room for a five-year smartphone certificate issued late in its life."""
+TSA_NAME = "timestamping"
+TSA_LIFETIME = timedelta(days=10 * 365 + 2)
+"""About ten years: a timestamp stays verifiable while the TSA certificate is valid."""
 _ORGANIZATION = "Myna Gateway"
 _SUBJECTS = {
     ROOT_NAME: "Myna Gateway Root CA",
     SMARTPHONE_CA_NAME: "Myna Gateway Smartphone CA",
+    TSA_NAME: "Myna Gateway Timestamping Unit",
 }
 
 
@@ -97,19 +106,25 @@ def ocsp_url(issuer_url: str) -> str:
 
 
 def init_pki(instance: Path, *, issuer_url: str, now: datetime) -> bool:
-    """Create the portal root and the smartphone CA in ``instance/pki`` where they are missing.
+    """Create the portal root and the smartphone CA in ``instance/pki``, and the timestamping
+    unit in ``instance/tsa``, where they are missing.
 
-    Idempotent: a CA whose key and certificate are both present is kept as it is. Returns whether
+    Idempotent: a pair whose key and certificate are both present is kept as it is. Returns whether
     anything was created. Raises PkiSetupError when only one file of a pair is present (it is
-    never overwritten), when a key does not fit its certificate, or when the smartphone CA would
-    need a new root while its own files exist.
+    never overwritten), when a key does not fit its certificate, or when the smartphone CA or the
+    timestamping unit would need a new root while its own files exist.
     """
     directory = instance / "pki"
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tsa_directory = instance / "tsa"
+    tsa_directory.mkdir(mode=0o700, exist_ok=True)
     root = _load_pair(directory, ROOT_NAME)
     ca = _load_pair(directory, SMARTPHONE_CA_NAME)
+    tsa = _load_pair(tsa_directory, TSA_NAME)
     if root is None and ca is not None:
         raise PkiSetupError("the smartphone CA exists but the portal root does not; restore the root's files")
+    if root is None and tsa is not None:
+        raise PkiSetupError("the timestamping unit exists but the portal root does not; restore the root's files")
     created = False
     if root is None:
         key = generate_key(KeyAlgorithm.EC_P256)
@@ -139,7 +154,26 @@ def init_pki(instance: Path, *, issuer_url: str, now: datetime) -> bool:
         )
         _store_pair(directory, SMARTPHONE_CA_NAME, Issuer(certificate, key))
         created = True
+    if tsa is None:
+        _store_pair(tsa_directory, TSA_NAME, _new_timestamping_unit(root, issuer_url=issuer_url, now=now))
+        created = True
     return created
+
+
+def _new_timestamping_unit(root: Issuer, *, issuer_url: str, now: datetime) -> Issuer:
+    """A fresh key reserved for timestamps (RFC 3161 §2.3) and its certificate from the root."""
+    key = generate_key(KeyAlgorithm.EC_P256)
+    certificate = build_certificate(
+        profile=TIMESTAMPING,
+        subject=_subject(TSA_NAME),
+        public_key=key.public_key(),
+        issuer=root,
+        not_before=now,
+        not_after=min(now + TSA_LIFETIME, root.certificate.not_valid_after_utc),
+        crl_url=crl_url(issuer_url, ROOT_NAME),
+        ocsp_url=ocsp_url(issuer_url),
+    )
+    return Issuer(certificate, key)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,6 +197,11 @@ class PortalPki:
         ca = _load_pair(directory, SMARTPHONE_CA_NAME)
         if root is None or ca is None:
             raise PkiNotInitialised(f"{directory} holds no portal CAs: run `idp init`")
+        timestamping = _load_pair(settings.instance / "tsa", TSA_NAME)
+        if timestamping is None:
+            raise PkiNotInitialised(f"{settings.instance / 'tsa'} holds no timestamping unit: run `idp init`")
+        self.timestamping = timestamping
+        """The timestamping unit's key and certificate (issued by the root, which answers for it)."""
         self._settings = settings
         self._clock = clock
         self.root_authority = CertificateAuthority(
@@ -171,9 +210,9 @@ class PortalPki:
             registry=SqlCertificateRegistry(sessions, ROOT_NAME),
             crl_url=crl_url(settings.issuer, ROOT_NAME),
             ocsp_url=ocsp_url(settings.issuer),
-            profiles=frozenset({SMARTPHONE_CA.name}),
+            profiles=frozenset({SMARTPHONE_CA.name, TIMESTAMPING.name}),
         )
-        """The root, as the authority that issued the smartphone CA certificate."""
+        """The root, as the authority that issued the smartphone CA and timestamping certificates."""
         self._registry = SqlCertificateRegistry(sessions, SMARTPHONE_CA_NAME)
         self.authority = CertificateAuthority(
             name=SMARTPHONE_CA_NAME,
@@ -331,20 +370,25 @@ class PortalPki:
         _sql_registry(authority).publish_crl(crl)
 
     def _record_ca_certificate(self) -> None:
-        """Record the smartphone CA certificate in the root's registry, once per database.
+        """Record the smartphone CA and timestamping certificates in the root's registry, once per
+        database, so that the root's CRL and OCSP answer for them.
 
-        ``init_pki`` makes the certificate before any database may exist, so the record is
+        ``init_pki`` makes the certificates before any database may exist, so the records are
         written on first use; a concurrent writer's record is as good as ours.
         """
         if self._root_recorded.is_set():
             return
         with self._root_lock:
             registry = self.root_authority.registry
-            serial = self.authority.certificate.serial_number
-            if registry.status(serial) is None:
-                # RegistryError here means a concurrent first use recorded it a moment ago.
-                with contextlib.suppress(RegistryError):
-                    registry.record(self.authority.certificate, profile=SMARTPHONE_CA.name)
+            issued = (
+                (self.authority.certificate, SMARTPHONE_CA.name),
+                (self.timestamping.certificate, TIMESTAMPING.name),
+            )
+            for certificate, profile in issued:
+                if registry.status(certificate.serial_number) is None:
+                    # RegistryError here means a concurrent first use recorded it a moment ago.
+                    with contextlib.suppress(RegistryError):
+                        registry.record(certificate, profile=profile)
             self._root_recorded.set()
 
 

@@ -71,6 +71,14 @@ class OneTimeStore(Protocol):
         """Remove and return the value (GETDEL); of concurrent takers exactly one gets it."""
         ...
 
+    def take_marking(self, key: str, *, marker: str, ttl: timedelta) -> tuple[bool, bytes | None]:
+        """Take ``key``'s value and leave ``marker`` behind for ``ttl``, as one atomic step.
+
+        Returns whether the marker is new (False: someone took before, within ``ttl``) and the
+        value taken. For one-time codes whose second use must be recognised: one round trip.
+        """
+        ...
+
 
 class KeyValueStore(Protocol):
     """State read more than once before it expires (login and signing transactions)."""
@@ -139,6 +147,16 @@ class RedisEphemeralStore:
         """GETDEL key: atomic, so one taker wins."""
         with _translated_errors():
             return _bytes_or_none(self._client.getdel(self._prefix + key))
+
+    def take_marking(self, key: str, *, marker: str, ttl: timedelta) -> tuple[bool, bytes | None]:
+        """MULTI; SET marker 1 PX ttl NX; GETDEL key; EXEC."""
+        milliseconds = _milliseconds(ttl)
+        with _translated_errors():
+            pipeline = self._client.pipeline(transaction=True)
+            pipeline.set(self._prefix + marker, b"1", px=milliseconds, nx=True)
+            pipeline.getdel(self._prefix + key)
+            marked, value = pipeline.execute()
+        return bool(marked), _bytes_or_none(value)
 
     def put(self, key: str, value: bytes, *, ttl: timedelta) -> None:
         """SET key value PX ttl."""
@@ -210,6 +228,16 @@ class MemoryEphemeralStore:
             entry = self._entries.pop(key, None)
             return None if entry is None else entry[0]
 
+    def take_marking(self, key: str, *, marker: str, ttl: timedelta) -> tuple[bool, bytes | None]:
+        """Set the marker unless present, and take the value, under one lock."""
+        _require_positive(ttl)
+        with self._locked() as now:
+            marked = marker not in self._entries
+            if marked:
+                self._store(marker, b"1", now + ttl)
+            entry = self._entries.pop(key, None)
+            return marked, None if entry is None else entry[0]
+
     def put(self, key: str, value: bytes, *, ttl: timedelta) -> None:
         """Store ``value`` with a new time to live."""
         _require_positive(ttl)
@@ -280,14 +308,14 @@ class MemoryEphemeralStore:
                 del self._entries[key]
 
 
-def open_ephemeral_store(redis_url: str, *, clock: Clock | None = None) -> EphemeralStore:
+def open_ephemeral_store(redis_url: str, *, prefix: str = "myna:", clock: Clock | None = None) -> EphemeralStore:
     """Redis when ``redis_url`` is set (``Settings.redis_url``), else the in-process store.
 
     Nothing is contacted here: an unreachable Redis surfaces as EphemeralStoreUnavailable from
     the first call. ``clock`` drives the in-process store's expiry; Redis keeps its own time.
     """
     if redis_url:
-        return RedisEphemeralStore(redis.Redis.from_url(redis_url, decode_responses=False))
+        return RedisEphemeralStore(redis.Redis.from_url(redis_url, decode_responses=False), prefix=prefix)
     return MemoryEphemeralStore(clock)
 
 

@@ -7,7 +7,10 @@ module here with one import line, e.g. ``import idp.pki.records``.
 
 from __future__ import annotations
 
+import idp.audit.records  # the tamper-evident audit log and its head
+import idp.ceremonies.linking_records  # J-LIS linking data and the feed's cursor
 import idp.ceremonies.records  # persons, their card certificates, devices, fetched J-LIS CRLs
 import idp.oidc.grants_records  # OIDC grants, refresh tokens (hashed), attribute consents
 import idp.oidc.records  # registered OAuth clients
-import idp.pki.records  # noqa: F401 - certificates, their sources, CRL counters and CRLs
+import idp.pki.records  # certificates, their sources, CRL counters and CRLs
+import idp.signing.records  # noqa: F401 - signed documents and their assertions, per grant

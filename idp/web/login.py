@@ -5,8 +5,9 @@ The page is bound to the browser that opened it by a random secret in an HttpOnl
 transaction keeps only its SHA-256 (``browser_binding``), and only that browser may read the
 status, cancel, or continue to the client with the code.
 
-- ``GET /login/<id>/status``: JSON ``{status, qr_payload, qr_svg}``, polled every second by
-  ``static/login.js``; a few ephemeral-store reads, no database.
+- ``GET /login/<id>/status``: JSON ``{status, qr_payload, same_device}``, polled every second by
+  ``static/login.js``, which draws the QR code; one ephemeral-store read, no database, no image.
+- ``GET /login/<id>/qr.svg``: the code drawn by the portal, for browsers without JavaScript.
 - ``POST /login/<id>/cancel``: a plain form, so cancelling works without JavaScript.
 - ``GET /login/<id>/continue``: claims the approved outcome once and redirects to the client
   with the code; declined, cancelled or expired logins return ``access_denied``.
@@ -18,11 +19,10 @@ instead of a scanned QR code (the device API, ``docs/device-api.md``).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
+import io
 import json
 import secrets
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -45,6 +45,17 @@ from idp.ceremonies.transactions import (
 from idp.oidc.clients import ClientInfo
 from idp.oidc.provider import OidcProvider
 from idp.oidc.responses import redirect_to_client
+from idp.ops import metrics
+from idp.ops.unavailable import (
+    UNAVAILABLE_ERRORS,
+    Dependency,
+    internal_error,
+    register_unavailable_handler,
+    retry_headers,
+    unavailable_json,
+)
+from idp.signing.flow import documents_shown
+from idp.web.session import start_session
 
 __all__ = [
     "BROWSER_COOKIE",
@@ -52,15 +63,19 @@ __all__ = [
     "create_login_blueprint",
     "error_page",
     "start_login",
+    "unavailable_page",
 ]
 
 BROWSER_COOKIE = "myna_browser"
 SAME_DEVICE_SCHEME = "myna-gateway"
-RETURN_GRACE = timedelta(minutes=10)
-"""How long after a transaction expires its browser can still be sent back with access_denied."""
 _STATIC = Path(__file__).resolve().parent / "static"
 _TEMPLATES = Path(__file__).resolve().parent / "templates"
 _EXTENSION = "myna.oidc"
+QR_SCRIPT = "vendor/qrcode-generator-2.0.4.js"
+"""Draws the QR code in the browser (``static/vendor/README.md``)."""
+NO_SCRIPT_REFRESH_SECONDS = 2
+"""Without JavaScript the page reloads itself (through /continue) this often: a fresh QR code,
+and the way back to the client once the phone has decided."""
 
 MESSAGES: dict[str, dict[str, str]] = {
     "ja": {
@@ -71,6 +86,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "scan": "スマートフォンのアプリでこのQRコードを読み取ってください。",
         "same_device": "このスマートフォンでアプリを開く",
         "attributes": "提供を求められている情報",
+        "documents": "署名を求められている文書",
         "cancel": "キャンセル",
         "pending": "読み取りを待っています",
         "scanned": "スマートフォンで確認してください",
@@ -80,6 +96,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "cancelled": "キャンセルされました",
         "completed": "完了しました",
         "error_title": "リクエストを処理できません",
+        "unavailable": "ただいまサービスを利用できません。しばらくしてから、もう一度お試しください。",
         "name": "氏名", "address": "住所", "birthdate": "生年月日", "gender": "性別",
     },
     "en": {
@@ -90,6 +107,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "scan": "Scan this QR code with the app on your smartphone.",
         "same_device": "Open the app on this smartphone",
         "attributes": "Information the site asks for",
+        "documents": "Documents the site asks you to sign",
         "cancel": "Cancel",
         "pending": "Waiting for your phone",
         "scanned": "Confirm on your phone",
@@ -99,6 +117,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "cancelled": "Cancelled",
         "completed": "Done",
         "error_title": "This request cannot be processed",
+        "unavailable": "The service is temporarily unavailable. Please try again in a moment.",
         "name": "Name", "address": "Address", "birthdate": "Date of birth", "gender": "Gender",
     },
 }
@@ -145,20 +164,41 @@ def error_page(error: str, description: str | None, *, status: int = 400, ui_loc
     return _page_headers(Response(html, status=status, mimetype="text/html"))
 
 
-def current_qr(provider: OidcProvider, transaction: LoginTransaction) -> tuple[str, str]:
-    """The QR code of the current step: its payload, and the code as an SVG data URI.
+def unavailable_page() -> Response:
+    """503 for the browser while PostgreSQL or Redis cannot be reached: try again in a moment (ja/en).
 
-    The payload is also given as text (the image's ``data-payload``, the status JSON): it says
-    no more than the image does, and lets the simulated phone "scan" by pasting it. segno
-    draws the code; a fixed mask keeps that near 1 ms.
+    The locale follows the request's ``ui_locales`` (at /authorize), then Accept-Language.
     """
-    login = provider.settings.login
-    payload = qr_payload(
-        transaction_id=transaction.id, secret=transaction.qr_secret, now=provider.clock.now(), period=login.qr_rotation,
+    locale = choose_locale(tuple(request.args.get("ui_locales", "").split()))
+    response = error_page("temporarily_unavailable", MESSAGES[locale]["unavailable"], status=503, ui_locales=(locale,))
+    response.headers.update(retry_headers())
+    return response
+
+
+def _unavailable(_dependency: Dependency) -> Response:
+    """The page's JSON endpoints answer JSON (``login.js`` polls on), the navigations the page."""
+    if request.endpoint in {"login.status", "login.qr_image"}:
+        return unavailable_json()
+    return unavailable_page()
+
+
+def current_qr_payload(provider: OidcProvider, transaction: LoginTransaction) -> str:
+    """The text of the current step's QR code.
+
+    The page draws the code from it in the browser (``static/login.js``); the payload says no
+    more than the image does, and lets the simulated phone "scan" by pasting it.
+    """
+    return qr_payload(
+        transaction_id=transaction.id, secret=transaction.qr_secret, now=provider.clock.now(),
+        period=provider.settings.login.qr_rotation,
     )
-    code = segno.make_qr(payload, error="m", mask=0, boost_error=False)
-    data_uri: str = code.svg_data_uri(scale=5, border=4)
-    return payload, data_uri
+
+
+def qr_svg(payload: str) -> bytes:
+    """The code drawn by the portal (segno), for browsers without JavaScript only."""
+    buffer = io.BytesIO()
+    segno.make_qr(payload, error="m", boost_error=False).save(buffer, kind="svg", scale=5, border=4)
+    return buffer.getvalue()
 
 
 def same_device_link(qr_text: str) -> str:
@@ -179,13 +219,16 @@ def _provider() -> OidcProvider:
 
 def _render_login(provider: OidcProvider, transaction: LoginTransaction, status: TransactionStatus) -> Response:
     locale = choose_locale(transaction.request.ui_locales)
-    payload, svg = current_qr(provider, transaction)
+    payload = current_qr_payload(provider, transaction)
     html = render_template(
         "login.html", t=MESSAGES[locale], locale=locale, transaction=transaction, status=status.value,
-        qr=svg, qr_payload=payload, same_device=same_device_link(payload),
+        qr_payload=payload, same_device=same_device_link(payload), refresh_seconds=NO_SCRIPT_REFRESH_SECONDS,
+        documents=documents_shown(transaction.request.signing),
         status_url=url_for("login.status", transaction_id=transaction.id),
         continue_url=url_for("login.continue_login", transaction_id=transaction.id),
         cancel_url=url_for("login.cancel", transaction_id=transaction.id),
+        qr_image_url=url_for("login.qr_image", transaction_id=transaction.id),
+        qr_script_url=url_for("login.static", filename=QR_SCRIPT),
         script_url=url_for("login.static", filename="login.js"),
         style_url=url_for("login.static", filename="login.css"),
     )
@@ -201,14 +244,7 @@ def start_login(provider: OidcProvider, client: ClientInfo, authorization: Autho
     transaction = provider.transactions.open(
         request=authorization, rp_name=client.name, browser_secret=secret, now=provider.clock.now(),
     )
-    provider.ephemeral.put(
-        _return_key(transaction.id),
-        json.dumps({
-            "redirect_uri": authorization.redirect_uri, "state": authorization.state,
-            "binding": transaction.browser_binding,
-        }).encode(),
-        ttl=provider.settings.login.transaction_ttl + RETURN_GRACE,
-    )
+    metrics.ceremony_started("login")
     response = _render_login(provider, transaction, TransactionStatus.PENDING)
     if new_secret:
         response.set_cookie(
@@ -223,10 +259,6 @@ def _bound(transaction_binding: str) -> bool:
     if not secret:
         return False
     return hmac.compare_digest(browser_binding(secret), transaction_binding)
-
-
-def _return_key(transaction_id: str) -> str:
-    return f"login-return:{hashlib.sha256(transaction_id.encode()).hexdigest()}"
 
 
 def _transaction(provider: OidcProvider, transaction_id: str) -> LoginTransaction | None:
@@ -256,9 +288,23 @@ def status(transaction_id: str) -> Response:
         transaction, current = state.transaction, state.status
         body = {"status": current.value}
         if current is TransactionStatus.PENDING:
-            body["qr_payload"], body["qr_svg"] = current_qr(provider, transaction)
+            body["qr_payload"] = current_qr_payload(provider, transaction)
             body["same_device"] = same_device_link(body["qr_payload"])
     return _json(body, 200)
+
+
+def qr_image(transaction_id: str) -> Response:
+    """The current QR code as SVG, for the page's ``<noscript>`` image (bound browser, pending only)."""
+    provider = _provider()
+    state = _state(provider, transaction_id)
+    if state is None or not _bound(state.transaction.browser_binding):
+        return _json({"error": "not_found"}, 404)
+    if state.status is not TransactionStatus.PENDING:
+        return _json({"error": "not_pending"}, 409)
+    response = Response(qr_svg(current_qr_payload(provider, state.transaction)), mimetype="image/svg+xml")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 def _json(body: dict[str, Any], status_code: int) -> Response:
@@ -292,7 +338,7 @@ def continue_login(transaction_id: str) -> Response:
     provider = _provider()
     state = _state(provider, transaction_id)
     if state is None:
-        return _continue_gone(provider, transaction_id)
+        return _continue_gone()
     transaction, current = state.transaction, state.status
     if not _bound(transaction.browser_binding):
         return error_page("access_denied", "This login was started in another browser.", status=403)
@@ -300,10 +346,15 @@ def continue_login(transaction_id: str) -> Response:
     if current is TransactionStatus.APPROVED:
         outcome = provider.transactions.claim(transaction, state.outcome)
         if outcome is not None:
-            code = provider.finish_login(transaction, outcome)
-            return redirect_to_client(
+            try:
+                code = provider.finish_login(transaction, outcome, sid=(sid := secrets.token_urlsafe(16)))
+            except UNAVAILABLE_ERRORS:
+                # No code reached the browser: let it claim again once the store is back (503 now).
+                provider.transactions.release_claim(transaction)
+                raise
+            return start_session(redirect_to_client(
                 authorization.redirect_uri, {"code": code, "state": authorization.state}, issuer=provider.issuer,
-            )
+            ), outcome=outcome, sid=sid)
         current = TransactionStatus.COMPLETED
     denial = _DENIALS.get(current)
     if denial is not None:
@@ -321,15 +372,9 @@ _DENIALS = {
 }
 
 
-def _continue_gone(provider: OidcProvider, transaction_id: str) -> Response:
-    """The transaction expired from the store: access_denied to the browser that started it."""
-    raw = provider.ephemeral.get(_return_key(transaction_id))
-    if raw is None:
-        return error_page("invalid_request", "This login is unknown or long expired.", status=400)
-    kept = json.loads(raw)
-    if not _bound(kept["binding"]):
-        return error_page("access_denied", "This login was started in another browser.", status=403)
-    return _deny(provider, kept["redirect_uri"], kept["state"], "the login expired")
+def _continue_gone() -> Response:
+    """Unknown, or expired longer ago than the store remembers (``EXPIRED_KEPT``)."""
+    return error_page("invalid_request", "This login is unknown or long expired.", status=400)
 
 
 def create_login_blueprint(app: Flask, provider: OidcProvider) -> Blueprint:
@@ -340,6 +385,8 @@ def create_login_blueprint(app: Flask, provider: OidcProvider) -> Blueprint:
         template_folder=str(_TEMPLATES),
     )
     blueprint.add_url_rule("/<transaction_id>/status", "status", status, methods=["GET"])
+    blueprint.add_url_rule("/<transaction_id>/qr.svg", "qr_image", qr_image, methods=["GET"])
     blueprint.add_url_rule("/<transaction_id>/cancel", "cancel", cancel, methods=["POST"])
     blueprint.add_url_rule("/<transaction_id>/continue", "continue_login", continue_login, methods=["GET"])
+    register_unavailable_handler(blueprint, _unavailable, otherwise=internal_error)
     return blueprint

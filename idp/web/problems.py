@@ -15,6 +15,8 @@ from typing import Any
 from flask import Blueprint, Flask, Response, json, request
 from werkzeug.exceptions import HTTPException
 
+from idp.ops.unavailable import Dependency, register_unavailable_handler, retry_headers
+
 __all__ = [
     "PROBLEM_BASE",
     "PROBLEM_JSON",
@@ -24,6 +26,7 @@ __all__ = [
     "Problem",
     "RequestTooLarge",
     "ServerError",
+    "TemporarilyUnavailable",
     "UnsupportedMediaType",
     "problem_response",
     "register_problem_handler",
@@ -111,6 +114,20 @@ class ServerError(Problem):
     status = 500
 
 
+class TemporarilyUnavailable(Problem):
+    """PostgreSQL or Redis cannot be reached now; the same request may succeed after ``Retry-After``.
+
+    The same ``type`` as the device API's ``ServiceUnavailable``: one problem, whichever API answers it.
+    """
+
+    type = PROBLEM_BASE + "service-unavailable"
+    title = "The service is unavailable; try again later"
+    status = 503
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail, headers=retry_headers())
+
+
 _BY_STATUS: dict[int, type[Problem]] = {
     problem.status: problem
     for problem in (BadRequest, NotFound, MethodNotAllowed, RequestTooLarge, UnsupportedMediaType, ServerError)
@@ -151,11 +168,17 @@ def _render_unexpected(error: Exception) -> Response:
     return problem_response(ServerError())
 
 
+def _render_unavailable(_dependency: Dependency) -> Response:
+    return problem_response(TemporarilyUnavailable())
+
+
 def register_problem_handler(target: Flask | Blueprint) -> None:
     """Answer ``Problem``, HTTP errors and unexpected exceptions raised in ``target``'s views
-    with problem details (a 500 without detail for the unexpected)."""
+    with problem details (a 500 without detail for the unexpected; a 503 with Retry-After when
+    the database or the ephemeral store cannot be reached, ``idp.ops.unavailable``)."""
     target.register_error_handler(Problem, _render_problem)
     target.register_error_handler(HTTPException, _render_http_exception)
+    register_unavailable_handler(target, _render_unavailable, otherwise=_render_unexpected)
     target.register_error_handler(Exception, _render_unexpected)
 
 

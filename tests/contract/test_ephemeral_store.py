@@ -125,6 +125,41 @@ def test_one_of_fifty_concurrent_takers_gets_the_value(ephemeral_store: Ephemera
     assert results.count(None) == TAKERS - 1
 
 
+def test_take_marking_takes_once_and_recognises_the_second_use(ephemeral_store: EphemeralStore):
+    ephemeral_store.put_new("code", b"grant", ttl=TTL)
+
+    assert ephemeral_store.take_marking("code", marker="used", ttl=TTL) == (True, b"grant")
+    assert ephemeral_store.take_marking("code", marker="used", ttl=TTL) == (False, None)
+    assert ephemeral_store.get("code") is None
+
+
+def test_take_marking_of_an_absent_key_still_leaves_the_marker(ephemeral_store: EphemeralStore):
+    assert ephemeral_store.take_marking("never-issued", marker="used", ttl=TTL) == (True, None)
+    assert ephemeral_store.take_marking("never-issued", marker="used", ttl=TTL) == (False, None)
+
+
+def test_take_marking_marker_expires(ephemeral_store: EphemeralStore, elapse: Callable[[timedelta], None]):
+    ephemeral_store.take_marking("code", marker="used", ttl=timedelta(seconds=1))
+    elapse(timedelta(seconds=1.1))
+
+    assert ephemeral_store.take_marking("code", marker="used", ttl=TTL) == (True, None)
+
+
+def test_one_of_fifty_concurrent_markers_is_first(ephemeral_store: EphemeralStore):
+    ephemeral_store.put_new("code", b"grant", ttl=timedelta(minutes=1))
+    start = threading.Barrier(TAKERS)
+
+    def take() -> tuple[bool, bytes | None]:
+        start.wait()
+        return ephemeral_store.take_marking("code", marker="used", ttl=TTL)
+
+    with ThreadPoolExecutor(max_workers=TAKERS) as pool:
+        results = list(pool.map(lambda _: take(), range(TAKERS)))
+
+    assert results.count((True, b"grant")) == 1
+    assert results.count((False, None)) == TAKERS - 1
+
+
 # --- counters --------------------------------------------------------------------------------
 
 
@@ -172,8 +207,9 @@ def test_increment_past_64_bits_is_refused(ephemeral_store: EphemeralStore):
         lambda store, ttl: store.put("key", b"value", ttl=ttl),
         lambda store, ttl: store.put_new("key", b"value", ttl=ttl),
         lambda store, ttl: store.increment("key", ttl=ttl),
+        lambda store, ttl: store.take_marking("other", marker="key", ttl=ttl),
     ],
-    ids=["put", "put_new", "increment"],
+    ids=["put", "put_new", "increment", "take_marking"],
 )
 def test_non_positive_ttl_is_refused(ephemeral_store: EphemeralStore, operation, ttl: timedelta):
     with pytest.raises(ValueError, match="ttl must be positive"):
@@ -274,12 +310,13 @@ def test_redis_client_returning_text_is_refused():
         lambda store: store.put("key", b"value", ttl=TTL),
         lambda store: store.put_new("key", b"value", ttl=TTL),
         lambda store: store.take("key"),
+        lambda store: store.take_marking("key", marker="used", ttl=TTL),
         lambda store: store.get("key"),
         lambda store: store.get_many(["key", "other"]),
         lambda store: store.delete("key"),
         lambda store: store.increment("key", ttl=TTL),
     ],
-    ids=["put", "put_new", "take", "get", "get_many", "delete", "increment"],
+    ids=["put", "put_new", "take", "take_marking", "get", "get_many", "delete", "increment"],
 )
 def test_unreachable_redis_is_unavailable(operation):
     store = open_ephemeral_store("redis://127.0.0.1:1/0")

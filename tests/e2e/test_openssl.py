@@ -31,6 +31,7 @@ from idp.pki.profiles import (
     CARD_AUTH,
     CARD_SIGN,
     JLIS_AUTH_CA,
+    JLIS_LINKING_SIGNER,
     JLIS_ROOT,
     JLIS_SIGN_CA,
     PROFILES,
@@ -117,6 +118,7 @@ class World:
     smartphone_sign: x509.Certificate
     vendor_root: x509.Certificate
     attestation: x509.Certificate
+    linking_signer: x509.Certificate
     files: Files
 
     def crl_file(self, authority: CertificateAuthority, now: datetime) -> Path:
@@ -182,7 +184,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         profile=JLIS_ROOT, subject=jlis_name("JPKI Root Certification Authority"), public_key=root_key.public_key(),
         issuer=None, signing_key=root_key, not_before=now, not_after=now + timedelta(days=7300),
     )
-    jlis_root = authority("jlis-root", Issuer(root_certificate, root_key), {JLIS_AUTH_CA.name, JLIS_SIGN_CA.name})
+    jlis_root = authority("jlis-root", Issuer(root_certificate, root_key),
+                          {JLIS_AUTH_CA.name, JLIS_SIGN_CA.name, JLIS_LINKING_SIGNER.name})
+    linking_signer = jlis_root.issue(
+        profile=JLIS_LINKING_SIGNER, subject=jlis_name("JPKI linking data"),
+        public_key=generate_key(KeyAlgorithm.RSA_2048).public_key(), now=now, not_after=now + timedelta(days=730),
+    )
 
     def intermediate(profile: CertificateProfile, unit: str, issues: str) -> CertificateAuthority:
         key = generate_key(KeyAlgorithm.RSA_2048)
@@ -220,14 +227,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     partial = World(
         url=url, portal=portal, jlis_root=jlis_root, jlis_auth_ca=jlis_auth_ca, jlis_sign_ca=jlis_sign_ca,
         card_auth=card_auth, card_sign=card_sign, smartphone_auth=card_auth, smartphone_sign=card_sign,
-        vendor_root=vendor_root, attestation=attestation, files=Files(directory=tmp_path_factory.mktemp("openssl")),
+        vendor_root=vendor_root, attestation=attestation, linking_signer=linking_signer,
+        files=Files(directory=tmp_path_factory.mktemp("openssl")),
     )
     smartphone_auth = partial.issue_phone(SMARTPHONE_AUTH)
     smartphone_sign = partial.issue_phone(SMARTPHONE_SIGN)
     yield World(
         url=url, portal=portal, jlis_root=jlis_root, jlis_auth_ca=jlis_auth_ca, jlis_sign_ca=jlis_sign_ca,
         card_auth=card_auth, card_sign=card_sign, smartphone_auth=smartphone_auth, smartphone_sign=smartphone_sign,
-        vendor_root=vendor_root, attestation=attestation, files=partial.files,
+        vendor_root=vendor_root, attestation=attestation, linking_signer=linking_signer, files=partial.files,
     )
     server.shutdown()
     thread.join(timeout=10)
@@ -251,12 +259,15 @@ def chains(world: World) -> dict[str, tuple[x509.Certificate, list[x509.Certific
         "jlis-root": (jlis_root, [], jlis_root),
         "portal-root": (portal_root, [], portal_root),
         "vendor-root": (world.vendor_root, [], world.vendor_root),
+        "timestamping": (portal_root, [], world.portal.timestamping.certificate),
+        "jlis-linking-signer": (jlis_root, [], world.linking_signer),
     }
 
 
 PROFILE_NAMES = [
     "card-auth", "card-sign", "smartphone-auth", "smartphone-sign", "attestation",
     "jlis-auth-ca", "jlis-sign-ca", "smartphone-ca", "jlis-root", "portal-root", "vendor-root",
+    "timestamping", "jlis-linking-signer",
 ]
 
 

@@ -218,7 +218,8 @@ def initialised_portal(sim: Simulation, directory: Path, *, database_url: str, r
     env = {key: value for key, value in os.environ.items() if not key.startswith(("IDP_", "SMARTPHONE_"))}
     env |= {
         "IDP_ISSUER": url, "IDP_INSTANCE": str(directory / "instance"), "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1", **sim.portal_pki_env(),
+        "REDIS_URL": redis_url, "IDP_REDIS_PREFIX": f"test:{secrets.token_hex(8)}:", "PYTHONUNBUFFERED": "1",
+        **sim.portal_pki_env(),
     }
     env.pop("IDP_CONFIG", None)
     portal = PortalInstance(url=url, port=port, directory=directory, env=env)

@@ -18,5 +18,5 @@ def stores(request) -> dict[str, str]:
         return {}
     database = request.getfixturevalue("postgres_database")
     redis_url = request.getfixturevalue("redis_url")
-    request.getfixturevalue("redis_prefix")
-    return {"database_url": database, "redis_url": redis_url}
+    prefix = request.getfixturevalue("redis_prefix")  # this test's keys only, deleted afterwards
+    return {"database_url": database, "redis_url": redis_url, "redis_prefix": prefix}

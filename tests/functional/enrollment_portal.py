@@ -23,12 +23,12 @@ from idp.ceremonies.card_revocations import revoke_phones_of_revoked_cards
 from idp.ceremonies.devices import SqlDeviceDirectory
 from idp.ceremonies.enrollment_service import load_certificates
 from idp.ceremonies.revocation_cache import HttpRevocationFetcher, JlisRevocationCache
-from idp.clock import SystemClock
+from idp.clock import FixedClock, SystemClock
 from idp.oidc.keys import init_signing_keys
 from idp.oidc.provider import OidcProvider
 from idp.pki.attributes import BasicAttributes, Sex
 from idp.pki.service import PortalPki, init_pki
-from idp.settings import DeviceSettings, PkiSettings, Settings
+from idp.settings import DeviceSettings, LimitsSettings, PkiSettings, Settings
 from idp.store.database import make_engine, make_session_factory, upgrade
 from idp.store.ephemeral import open_ephemeral_store
 from smartphone.jlis_server import create_jlis_app
@@ -138,7 +138,7 @@ def sync_revocations(settings: Settings) -> None:
         pki = PortalPki(settings=settings, sessions=sessions, clock=SystemClock())
         cascaded = revoke_phones_of_revoked_cards(crls=cache.crls(), pki=pki)
         oidc = OidcProvider(settings=settings, clock=SystemClock(), sessions=sessions,
-                            ephemeral=open_ephemeral_store(settings.redis_url))
+                            ephemeral=open_ephemeral_store(settings.redis_url, prefix=settings.redis_prefix))
         for device_id in SqlDeviceDirectory(sessions).holding({status.serial_number for status in cascaded}):
             oidc.revoke_device_grants(device_id)
     finally:
@@ -148,15 +148,16 @@ def sync_revocations(settings: Settings) -> None:
 
 @contextmanager
 def running_portal(
-    world: World, instance: Path, *, database_url: str = "", redis_url: str = "",
-    enrollment_ttl: timedelta = timedelta(minutes=5), clock: Any = None,
+    world: World, instance: Path, *, database_url: str = "", redis_url: str = "", redis_prefix: str = "myna:",
+    enrollment_ttl: timedelta = timedelta(minutes=5), clock: Any = None, limits: LimitsSettings | None = None,
 ) -> Iterator[Portal]:
     """The portal on a loopback port, trusting ``world``, with its J-LIS CRLs synced."""
     late = LateApp()
     with serving(late) as url:
         settings = Settings(
-            issuer=url, instance=instance, database_url=database_url, redis_url=redis_url,
+            issuer=url, instance=instance, database_url=database_url, redis_url=redis_url, redis_prefix=redis_prefix,
             pki=world.pki_settings(), device=DeviceSettings(enrollment_ttl=enrollment_ttl),
+            limits=limits or LimitsSettings(),
         )
         instance.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.effective_database_url)
@@ -167,6 +168,9 @@ def running_portal(
         init_pki(instance, issuer_url=url, now=datetime.now(UTC) - timedelta(minutes=5))
         init_signing_keys(instance)
         sync_revocations(settings)
+        if isinstance(clock, FixedClock) and clock.now() < (synced := datetime.now(UTC)):
+            # A test's clock made before the sync would date the J-LIS CRLs in its future ("too recent").
+            clock.advance(synced - clock.now())
         app = create_app(settings, clock=clock)
         late.app = app
         yield Portal(url=url, settings=settings, app=app)

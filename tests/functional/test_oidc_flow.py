@@ -28,9 +28,12 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
 from idp.app import create_app, services
+from idp.ceremonies.records import DeviceRecord, DeviceStatus, PersonRecord
 from idp.ceremonies.transactions import Outcome, OutcomeKind
 from idp.clock import FixedClock
+from idp.oidc.codes import code_hash
 from idp.oidc.discovery import ACR_VALUES
+from idp.oidc.grants_records import Grant
 from idp.oidc.keys import init_signing_keys
 from idp.pki import attributes
 from idp.pki.profiles import (
@@ -86,7 +89,8 @@ def login_settings() -> LoginSettings:
 @pytest.fixture
 def app(tmp_path: Path, backend: tuple[str, str], clock: FixedClock, login_settings: LoginSettings) -> Iterator[Flask]:
     database_url, redis_url = backend
-    settings = Settings(instance=tmp_path, database_url=database_url, redis_url=redis_url, login=login_settings)
+    settings = Settings(instance=tmp_path, database_url=database_url, redis_url=redis_url, login=login_settings,
+                        redis_prefix=f"test:{secrets.token_hex(8)}:")  # keys expire; counters are this test's
     engine = make_engine(database_url)
     upgrade(engine)
     engine.dispose()
@@ -94,8 +98,28 @@ def app(tmp_path: Path, backend: tuple[str, str], clock: FixedClock, login_setti
     init_signing_keys(tmp_path)
     app = create_app(settings, clock=clock)
     app.config["TESTING"] = True
+    enroll_device(app, clock, DEVICE, person=PERSON)
     yield app
     services(app).engine.dispose()
+
+
+PERSON, DEVICE = "person-1", "device-1"
+"""The person and phone that ``approved`` outcomes name: enrolled (as rows) by the ``app`` fixture."""
+
+
+def enroll_device(app: Flask, clock: FixedClock, device_id: str, *, person: str) -> None:
+    """A person and an active phone, as enrollment would record them (the keys are never used here)."""
+    with services(app).sessions.begin() as session:
+        if session.get(PersonRecord, person) is None:
+            session.add(PersonRecord(id=person, created_at=clock.now()))
+            session.flush()  # no ORM relationship orders the two inserts
+        session.add(DeviceRecord(
+            id=device_id, person_id=person, status=DeviceStatus.ACTIVE.value, created_at=clock.now(),
+            revoked_at=None, aaguid="00000000-0000-0000-0000-000000000000",
+            auth_credential_id=secrets.token_bytes(16), auth_public_key=b"-", auth_sign_count=0,
+            sign_credential_id=secrets.token_bytes(16), sign_public_key=b"-",
+            auth_certificate_serial="1", sign_certificate_serial="2",
+        ))
 
 
 @pytest.fixture
@@ -197,10 +221,10 @@ def settle(app: Flask, tid: str, outcome: Outcome) -> None:
     assert oidc.transactions.settle(oidc.transactions.get(tid), outcome)
 
 
-def approved(clock: FixedClock, *, person: str = "person-1", consented: tuple[str, ...] = (),
-             serial: int | None = None) -> Outcome:
+def approved(clock: FixedClock, *, person: str = PERSON, consented: tuple[str, ...] = (),
+             serial: int | None = None, device: str = DEVICE) -> Outcome:
     return Outcome(
-        kind=OutcomeKind.APPROVED, person_id=person, device_id="device-1", auth_time=clock.now(),
+        kind=OutcomeKind.APPROVED, person_id=person, device_id=device, auth_time=clock.now(),
         amr=("hwk", "user"), acr=ACR_VALUES[0], consented_attributes=consented, signature_certificate_serial=serial,
     )
 
@@ -271,6 +295,7 @@ def test_discovery_names_the_endpoints_and_the_strict_choices(browser: FlaskClie
     assert metadata["authorization_response_iss_parameter_supported"] is True
     assert metadata["ui_locales_supported"] == ["ja", "en"]
     assert metadata["verified_claims_supported"] is True
+    assert metadata["authorization_details_types_supported"] == ["document_signature"]
 
 
 def test_jwks_holds_public_keys_only(browser: FlaskClient) -> None:
@@ -381,6 +406,36 @@ def test_revoked_consent_stops_the_release(
     tokens = redeem(rp_http, rp, log_in(browser, app, login, outcome), login.verifier).get_json()
     assert services(app).oidc.consents.revoke(person_id="person-1", client_id=rp.client_id, now=clock.now()) == 1
     assert set(userinfo(rp_http, tokens["access_token"]).get_json()) == {"sub"}
+
+
+def test_consent_is_one_standing_record_widened_by_later_logins(
+    *, browser: FlaskClient, rp_http: FlaskClient, app: Flask, rp: Rp, clock: FixedClock,
+    signature_certificate: x509.Certificate,
+) -> None:
+    consents = services(app).oidc.consents
+    for scope, consented in [("openid name", ("name",)), ("openid name", ("name",)),
+                             ("openid name address", ("name", "address"))]:
+        login = new_login(rp, scope=scope)
+        outcome = approved(clock, consented=consented, serial=signature_certificate.serial_number)
+        redeem(rp_http, rp, log_in(browser, app, login, outcome), login.verifier)
+    assert consents.granted(person_id="person-1", client_id=rp.client_id) == {"name", "address"}
+    assert consents.revoke(person_id="person-1", client_id=rp.client_id, now=clock.now()) == 1  # one record
+    assert consents.granted(person_id="person-1", client_id=rp.client_id) == frozenset()
+
+
+def test_grant_revoked_in_the_database_stops_its_access_token(
+    browser: FlaskClient, rp_http: FlaskClient, app: Flask, rp: Rp, clock: FixedClock,
+) -> None:
+    login = new_login(rp)
+    code = log_in(browser, app, login, approved(clock))
+    tokens = redeem(rp_http, rp, code, login.verifier).get_json()
+    assert userinfo(rp_http, tokens["access_token"]).status_code == 200
+    # As `idp pki sync-revocations` does from another process: the database only, no ephemeral store.
+    assert services(app).oidc.grants.revoke(code_hash(code), now=clock.now())
+    refused = userinfo(rp_http, tokens["access_token"])
+    assert refused.status_code == 401
+    assert refused.get_json()["error"] == "invalid_token"
+    assert refused.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
 
 
 def test_claims_parameter_puts_consented_attributes_in_the_id_token(
@@ -550,6 +605,31 @@ def test_second_continue_fails_cleanly(browser: FlaskClient, app: Flask, rp: Rp,
     assert_error_page(browser.get(f"/login/{tid}/continue"), "invalid_request")
 
 
+def test_login_page_draws_the_qr_code_in_the_browser_and_offers_an_image_without_script(
+    browser: FlaskClient, app: Flask, rp: Rp, clock: FixedClock,
+) -> None:
+    page = browser.get("/authorize", query_string=new_login(rp).params)
+    tid = transaction_id(page)
+    payload = re.search(r'<img id="qr" data-payload="([^"]+)"', page.text).group(1)
+    assert payload.startswith(f"myna.{tid}.")
+    assert "/static/vendor/qrcode-generator-2.0.4.js" in page.text
+    assert browser.get("/login/static/vendor/qrcode-generator-2.0.4.js").status_code == 200
+    assert f'<noscript><meta http-equiv="refresh" content="2; url=/login/{tid}/continue"></noscript>' in page.text
+    status = browser.get(f"/login/{tid}/status").get_json()
+    assert set(status) == {"status", "qr_payload", "same_device"}  # a payload, no image
+
+    image = browser.get(f"/login/{tid}/qr.svg")
+    assert image.status_code == 200
+    assert image.mimetype == "image/svg+xml"
+    assert image.headers["Cache-Control"] == "no-store"
+    assert image.data.startswith(b"<?xml")
+    assert b"<svg" in image.data
+    assert app.test_client().get(f"/login/{tid}/qr.svg").status_code == 404  # another browser
+    assert browser.get("/login/no-such-login/qr.svg").status_code == 404
+    settle(app, tid, approved(clock))
+    assert browser.get(f"/login/{tid}/qr.svg").status_code == 409  # decided: nothing left to scan
+
+
 def test_login_page_follows_ui_locales(browser: FlaskClient, rp: Rp) -> None:
     english = browser.get("/authorize", query_string=new_login(rp, ui_locales="en").params)
     assert "Log in with My Number" in english.text
@@ -583,6 +663,24 @@ def test_code_redeemed_twice_revokes_tokens(
     refreshed = rp_http.post("/token", data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"]},
                              headers=rp.auth())
     assert refreshed.get_json()["error"] == "invalid_grant"
+
+
+def test_code_of_a_phone_revoked_before_redemption_grants_nothing(
+    browser: FlaskClient, rp_http: FlaskClient, app: Flask, rp: Rp, clock: FixedClock,
+) -> None:
+    enroll_device(app, clock, "lost-phone", person=PERSON)
+    login = new_login(rp)
+    code = log_in(browser, app, login, approved(clock, device="lost-phone"))
+    with services(app).sessions.begin() as session:  # the phone is revoked after approving, before redemption
+        phone = session.get(DeviceRecord, "lost-phone")
+        phone.status, phone.revoked_at = DeviceStatus.REVOKED.value, clock.now()
+    response = redeem(rp_http, rp, code, login.verifier)
+    assert response.status_code == 400
+    assert response.get_json() == {
+        "error": "invalid_grant", "error_description": "the phone that approved this login has been revoked",
+    }
+    with services(app).sessions.begin() as session:
+        assert session.get(Grant, code_hash(code)) is None  # nothing half-written
 
 
 def test_client_secret_basic_with_wrong_secret_is_401(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import date, timedelta
 
@@ -10,7 +11,7 @@ from asn1crypto import core
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, ExtensionOID, NameOID
-from pki_material import AAGUID, NOW, YEAR, TestPki, name
+from pki_material import AAGUID, NOW, YEAR, TestPki, issue, name
 
 from idp.pki import oids
 from idp.pki.profiles import (
@@ -18,13 +19,16 @@ from idp.pki.profiles import (
     CARD_AUTH,
     CARD_SIGN,
     JLIS_AUTH_CA,
+    JLIS_LINKING_SIGNER,
     JLIS_ROOT,
     JLIS_SIGN_CA,
+    LINKING_DATA_SIGNING,
     PORTAL_ROOT,
     PROFILES,
     SMARTPHONE_AUTH,
     SMARTPHONE_CA,
     SMARTPHONE_SIGN,
+    TIMESTAMPING,
     VENDOR_ROOT,
     CertificateProfile,
     Issuer,
@@ -35,8 +39,21 @@ from idp.pki.profiles import (
     generate_key,
 )
 
+_MINTED: dict[str, x509.Certificate] = {}
+
+
+def _minted(pki: TestPki, profile: CertificateProfile) -> x509.Certificate:
+    """The linking signer (from the J-LIS root) and the timestamping unit (from the portal root), once."""
+    if profile.name not in _MINTED:
+        root = pki.jlis_root if profile is JLIS_LINKING_SIGNER else pki.portal_root
+        issuing = dataclasses.replace(root, profiles=frozenset({profile.name}))
+        _MINTED[profile.name] = issue(issuing, profile).certificate
+    return _MINTED[profile.name]
+
 
 def certificate_of(pki: TestPki, profile: CertificateProfile) -> x509.Certificate:
+    if profile in {JLIS_LINKING_SIGNER, TIMESTAMPING}:
+        return _minted(pki, profile)
     return {
         JLIS_ROOT.name: pki.jlis_root.certificate,
         JLIS_AUTH_CA.name: pki.jlis_auth_ca.certificate,
@@ -74,6 +91,8 @@ EXPECTED_KEY_USAGE = {
     SMARTPHONE_SIGN.name: {"digital_signature", "content_commitment"},
     VENDOR_ROOT.name: {"key_cert_sign", "crl_sign"},
     ATTESTATION.name: {"digital_signature"},
+    JLIS_LINKING_SIGNER.name: {"digital_signature"},
+    TIMESTAMPING.name: {"digital_signature"},
 }
 EXPECTED_POLICIES = {
     CARD_AUTH.name: [oids.CARD_AUTH_POLICY],
@@ -333,3 +352,15 @@ def test_extended_key_usage_of_a_profile_is_written(pki: TestPki) -> None:
     assert list(certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
         ExtendedKeyUsageOID.OCSP_SIGNING,
     ]
+
+
+def test_the_timestamping_certificate_has_only_a_critical_time_stamping_purpose(pki: TestPki) -> None:
+    """RFC 3161 §2.3: exactly one extended key usage, id-kp-timeStamping, and it is critical."""
+    extension = certificate_of(pki, TIMESTAMPING).extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+    assert extension.critical
+    assert list(extension.value) == [ExtendedKeyUsageOID.TIME_STAMPING]
+
+
+def test_the_linking_signer_may_sign_linking_data_only(pki: TestPki) -> None:
+    extension = certificate_of(pki, JLIS_LINKING_SIGNER).extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+    assert list(extension.value) == [LINKING_DATA_SIGNING]
