@@ -16,7 +16,7 @@ import requests
 from authlib.integrations.requests_client import OAuth2Session
 from joserfc import jwt
 from joserfc.jwk import KeySet
-from world import RP_SCOPES, TARO, element_text, login_world, qr_payload
+from world import RP_SCOPES, SIGN_PIN, TARO, element_text, login_world, qr_payload
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -73,6 +73,9 @@ def test_rp_checks_the_id_token_against_jwks_and_reads_consented_userinfo(world)
     assert f"state={state}" in urlsplit(callback).query
 
     token = rp.fetch_token(metadata["token_endpoint"], authorization_response=callback, code_verifier=verifier)
+    SEEN_SECRETS.extend([token["access_token"], token["refresh_token"], token["id_token"], verifier,
+                         *(value for name, value in [part.split("=", 1) for part in urlsplit(callback).query.split("&")]
+                           if name == "code")])
     keys = KeySet.import_key_set(requests.get(metadata["jwks_uri"], timeout=10).json())
     id_token = jwt.decode(token["id_token"], keys, algorithms=["ES256"])
     assert id_token.header["alg"] == "ES256"
@@ -93,6 +96,24 @@ def test_rp_checks_the_id_token_against_jwks_and_reads_consented_userinfo(world)
     assert userinfo["gender"] == "male"
     evidence = userinfo["verified_claims"]["verification"]["evidence"][0]
     assert int(evidence["serial_number"], 16) == world.phone.enrollment.sign_certificate.serial_number
+
+
+SEEN_SECRETS: list[str] = []
+"""Tokens, the code and the PKCE verifier of the ceremony above, for the log and metrics scan below."""
+
+
+def test_logs_and_metrics_hold_no_token_code_pin_or_attribute(world):
+    assert SEEN_SECRETS, "runs after the ceremony test of this module"
+    metrics = requests.get(world.portal.url + "/metrics", timeout=10)
+    assert metrics.status_code == 200  # loopback may read it
+    assert "myna_ceremonies_completed_total" in metrics.text
+    log = world.server.log.read_text(encoding="utf-8", errors="replace")
+    assert "http.request" in log  # the access log is there to be scanned
+    forbidden = [*SEEN_SECRETS, TARO.name, *TARO.name.split("\u3000"), TARO.address, TARO.date_of_birth.isoformat(),
+                 SIGN_PIN, world.rp_client.client_secret]  # the 4-digit PIN is too short to scan for
+    for text, where in ((log, "the portal's log"), (metrics.text, "/metrics")):
+        leaked = [secret[:12] + "…" for secret in forbidden if secret and secret in text]
+        assert not leaked, f"{where} holds {leaked}"
 
 
 def _attribute(page: str, name: str) -> str:
