@@ -21,6 +21,8 @@ import zxingcpp
 from PIL import Image
 from world import ROOT, TARO, login_world
 
+from idp.web.login import MESSAGES
+
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -86,5 +88,30 @@ def test_browser_login_approved_on_the_phone_lands_on_the_rp_with_the_name(chrom
 
         page.wait_for_url(world.rp_url + "/")
         assert page.text_content("#user-name") == TARO.name
+    finally:
+        context.close()
+
+
+def test_login_page_says_so_while_the_portal_is_unavailable_and_recovers(chromium, world):
+    context = chromium.new_context(locale="en-US")
+    try:
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        outage = {"on": True}
+
+        def status(route):
+            if outage["on"]:
+                route.fulfill(status=503, headers={"Retry-After": "5"}, content_type="application/json",
+                              body='{"error": "temporarily_unavailable"}')
+            else:
+                route.continue_()
+
+        page.route("**/login/*/status", status)
+        page.goto(world.rp_url + "/")
+        page.click("#login")
+        showing = "words => words.includes(document.getElementById('status').textContent)"
+        page.wait_for_function(showing, arg=[words["unavailable"] for words in MESSAGES.values()])
+        outage["on"] = False  # the next poll gets through: the page waits for the phone again
+        page.wait_for_function(showing, arg=[words["pending"] for words in MESSAGES.values()])
     finally:
         context.close()

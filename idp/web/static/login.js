@@ -35,7 +35,10 @@
 
   function poll() {
     fetch(statusUrl, { credentials: "same-origin", cache: "no-store" })
-      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (response) {
+        if (response.status === 503 || response.status === 429) { statusText.textContent = words.unavailable; }
+        return response.ok ? response.json() : null;  // an outage is waited out: the next poll retries
+      })
       .then(function (body) {
         if (!body) { return; }
         show(body.status);
