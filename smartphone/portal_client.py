@@ -91,7 +91,9 @@ def binding_digest(*, challenge: bytes, auth_public_key: ec.EllipticCurvePublicK
 class PortalClient:
     """The device API at ``base_url`` (the portal's issuer URL)."""
 
-    def __init__(self, base_url: str, *, session: requests.Session | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str, *, session: requests.Session | None = None, timeout: float = 30.0) -> None:
+        """``timeout`` per request: approving a signing request waits while the portal assembles,
+        timestamps and checks every document's signature (seconds on a busy 2-core machine)."""
         self.base_url = base_url.rstrip("/")
         self._session = session or requests.Session()
         self._timeout = timeout
