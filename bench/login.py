@@ -17,7 +17,9 @@ phone-side crypto and the HTTP clients run in this process and compete with the 
 so ceremonies per second measures the driver as much as the server. Redis and PostgreSQL CPU are
 not counted. For latency percentiles free of queueing, pass ``--rate`` below saturation.
 
-Start-up code is shared with the end-to-end tests: ``tests/e2e/world.py``.
+Start-up code is shared with the end-to-end tests: ``tests/e2e/world.py``. ``IDP_*`` variables in
+the bench's environment reach the portal (``IDP_OPS__METRICS=false IDP_OPS__JSON_LOGS=false``
+measures without observability); rate limits are off unless ``--rate-limits``.
 """
 
 from __future__ import annotations
@@ -161,14 +163,21 @@ def main() -> int:
     parser.add_argument("--scope", default=" ".join(world.RP_SCOPES), help="scope the RP requests")
     parser.add_argument("--rate", type=float, default=None, help="pace ceremony starts at this many per second")
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured ceremonies per user first (default 2)")
+    parser.add_argument("--rate-limits", action="store_true",
+                        help="keep the portal's rate limits on (off by default: every simulated user shares 127.0.0.1, "
+                             "which the per-address limits would count as one)")
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the J-LIS thread's access log
+    if not args.rate_limits:
+        os.environ["IDP_LIMITS__ENABLED"] = "false"  # read by `idp serve`, started below
 
     with tempfile.TemporaryDirectory(prefix="bench-login-") as scratch, \
             world.simulated_jlis(Path(scratch) / "sim") as sim, \
             world.fresh_database(ADMIN_DATABASE_URL, prefix="bench") as database_url:
         portal = world.initialised_portal(sim, Path(scratch) / "portal", database_url=database_url,
                                           redis_url=REDIS_URL)
+        # The bench's own IDP_* settings reach the portal it serves (e.g. IDP_OPS__METRICS=false).
+        portal.env |= {name: value for name, value in os.environ.items() if name.startswith("IDP_")}
         client = portal.add_client("Bench Shop", [REDIRECT_URI], scopes=tuple(args.scope.split()))
         portal.sync_revocations()
         with portal.serving(workers=args.workers) as server:
