@@ -7,6 +7,7 @@ import json
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from joserfc import jws
 from joserfc.jwk import RSAKey
 from linking_world import NOW, PASSPHRASE, issue_taro, payload_of
@@ -138,7 +139,8 @@ def test_a_page_holds_at_most_limit_links_and_says_more_follow(jlis, card):
 
 def test_the_signer_survives_a_restore_and_its_key_is_stored_encrypted(tmp_path, jlis):
     stored = json.loads((tmp_path / "jlis" / "linking-signer.json").read_text())
-    assert stored["key"].startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    with pytest.raises(TypeError, match="encrypted"):  # unreadable without the passphrase
+        serialization.load_pem_private_key(stored["key"].encode(), password=None)
     restored = JLis.restore(
         base_url=jlis.base_url, certificates={ca.name: ca.certificate for ca in jlis.authorities},
         wrapped_keys=jlis.wrap_keys(PASSPHRASE), passphrase=PASSPHRASE, registry_dir=tmp_path / "jlis", now=NOW,
