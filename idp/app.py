@@ -27,6 +27,7 @@ from idp.ceremonies.signature_key import SignatureKeys
 from idp.ceremonies.signature_key import create_blueprint as create_signature_key_blueprint
 from idp.clock import Clock, SystemClock
 from idp.oidc.http import register_oidc
+from idp.oidc.keys import open_at_start_up
 from idp.oidc.provider import OidcProvider
 from idp.ops.connections import drop_closed_connections
 from idp.ops.http import register_ops
@@ -44,6 +45,7 @@ from idp.signing.service import SigningService
 from idp.store.database import make_engine, make_session_factory
 from idp.store.ephemeral import EphemeralStore, open_ephemeral_store
 from idp.web.problems import serve_problems
+from idp.webhooks.outbox import WebhookOutbox
 
 __all__ = ["Services", "create_app", "services"]
 
@@ -81,6 +83,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Flask:
     pki = PortalPki(settings=settings, sessions=sessions, clock=shared_clock)
     ephemeral = open_ephemeral_store(settings.redis_url, prefix=settings.redis_prefix, clock=clock)
     oidc = OidcProvider(settings=settings, clock=shared_clock, sessions=sessions, ephemeral=ephemeral)
+    open_at_start_up(settings.instance, lambda: oidc.keys)  # a wrong KEK stops here, as for the CA keys above
     limits = RateLimiter(settings.limits, ephemeral, shared_clock)
     app.extensions[EXTENSION] = Services(
         settings=settings,
@@ -110,6 +113,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Flask:
         pending_ttl=settings.login.transaction_ttl,
         documents_ttl=settings.oidc.request_uri_ttl + settings.login.transaction_ttl,
         clock=shared_clock,
+        outbox=WebhookOutbox(sessions, request_lifetime=settings.oidc.request_uri_ttl + settings.login.transaction_ttl),
     )
     app.extensions[SIGNING_FLOW_EXTENSION] = signing_flow
     app.extensions[APPROVAL_EXTENSION] = ApprovalService(

@@ -61,8 +61,10 @@ def init(config: Path | None, instance: Path | None) -> None:
     from idp.oidc.keys import init_signing_keys  # noqa: PLC0415 - keep `idp --help` fast
     from idp.pki.service import init_pki  # noqa: PLC0415 - keep `idp --help` fast
     from idp.store.database import make_engine, upgrade  # noqa: PLC0415
+    from idp.store.key_files import KeyFileError, plain_key_files  # noqa: PLC0415
 
     settings = _settings(config, instance)
+    kek = _kek()  # with a KEK, every private key written here is sealed under it
     if settings.instance.exists() and not settings.instance.is_dir():  # named in a settings file
         raise click.ClickException(f"{settings.instance} exists and is not a directory")
     settings.instance.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -71,10 +73,58 @@ def init(config: Path | None, instance: Path | None) -> None:
         upgrade(engine)
     finally:
         engine.dispose()
-    init_signing_keys(settings.instance)  # the OIDC token-signing keys and the pairwise secret
-    created = init_pki(settings.instance, issuer_url=settings.issuer, now=SystemClock().now())
+    try:
+        init_signing_keys(settings.instance, kek=kek)  # the OIDC token-signing keys and the pairwise secret
+        created = init_pki(settings.instance, issuer_url=settings.issuer, now=SystemClock().now(), kek=kek)
+    except KeyFileError as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"instance {settings.instance}: database up to date; "
                f"{'created the portal CAs' if created else 'CAs already present'}")
+    plain = plain_key_files(settings.instance)
+    if kek is not None and plain:
+        click.echo(f"{len(plain)} key files are not sealed ({', '.join(map(str, plain))}): run `idp keys encrypt`",
+                   err=True)
+
+
+def _kek() -> bytes | None:
+    """The key-encryption key from IDP_KEK / IDP_KEK_FILE (``idp.store.key_files``); None when unset."""
+    from idp.store.key_files import KeyEncryptionKeyError, kek_from_environment  # noqa: PLC0415
+
+    try:
+        return kek_from_environment()
+    except KeyEncryptionKeyError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _open_keys(settings: Settings, kek: bytes | None) -> None:
+    """Open every private key of the instance as the portal will, so that a missing or wrong KEK
+    stops ``idp serve`` (or ``idp keys encrypt``) here, naming the file, before anything happens."""
+    from idp.oidc.keys import KeyEncryptionKeyError, KeyStore, SigningKeysMissing  # noqa: PLC0415
+    from idp.pki.service import PkiSetupError, open_pki_keys  # noqa: PLC0415
+    from idp.store.key_files import KeyFileError  # noqa: PLC0415
+
+    try:
+        open_pki_keys(settings.instance, kek=kek)
+        KeyStore(settings.instance, kek=kek)
+    except KeyEncryptionKeyError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except SigningKeysMissing:
+        pass  # an instance without token-signing keys still serves its PKI; /readyz reports it
+    except (PkiSetupError, KeyFileError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _open_keys_to_serve(settings: Settings) -> None:
+    """``_open_keys`` for ``idp serve``, once gunicorn's configuration has set the metrics directory
+    (prometheus_client picks single- or multi-process values when first imported); on failure the
+    temporary directory that configuration made goes too."""
+    try:
+        _open_keys(settings, _kek())
+    except click.ClickException:
+        from idp.ops import multiprocess  # noqa: PLC0415
+
+        multiprocess.remove_directory()
+        raise
 
 
 GUNICORN_CONFIG = Path(__file__).resolve().parents[1] / "config" / "gunicorn.conf.py"
@@ -121,7 +171,8 @@ def serve(config: Path | None, instance: Path | None, bind: str | None, workers:
 
             return create_app(settings)
 
-    portal = _Portal()
+    portal = _Portal()  # loads config/gunicorn.conf.py: the metrics directory is set before prometheus_client loads
+    _open_keys_to_serve(settings)  # imports the metrics, so only now
     click.echo(f"Myna Gateway portal on http://{portal.cfg.bind[0]} (issuer {settings.issuer})")
     portal.run()
 
@@ -149,6 +200,7 @@ _CLIENT_OPTIONS = {
     "id_token_signed_response_alg": "--id-token-alg",
     "sector_identifier": "--sector",
     "post_logout_redirect_uris": "--post-logout-redirect-uri",
+    "webhook_url": "--webhook-url",
 }
 """The option of ``idp clients add`` that sets each RFC 7591 metadata value, to name it in errors."""
 
@@ -245,6 +297,9 @@ def clients() -> None:
 @click.option("--post-logout-redirect-uri", "post_logout_redirect_uris", multiple=True,
               help="Where logout (the end_session endpoint) may return the browser: an exact URI, https or "
                    "loopback http. Repeatable.")
+@click.option("--webhook-url", default=None,
+              help="Where signing requests' outcomes are posted (docs/signing.md, Webhooks): https, or http on "
+                   "a loopback host. Prints the webhook secret once.")
 @click.option("--json", "as_json", is_flag=True, help="Print the registration as JSON.")
 def clients_add(
     *,
@@ -260,9 +315,10 @@ def clients_add(
     id_token_alg: str,
     sector: str | None,
     post_logout_redirect_uris: tuple[str, ...],
+    webhook_url: str | None,
     as_json: bool,
 ) -> None:
-    """Register a client and print its client_id and, this once, its secret."""
+    """Register a client and print its client_id and, this once, its secret (and webhook secret)."""
     from idp.oidc.clients import ClientRegistry, InvalidClientMetadata  # noqa: PLC0415 - keep `idp --help` fast
 
     settings = _settings(config, instance)
@@ -280,6 +336,7 @@ def clients_add(
                 id_token_alg=id_token_alg,
                 sector=sector,
                 post_logout_redirect_uris=post_logout_redirect_uris,
+                webhook_url=webhook_url,
                 now=SystemClock().now(),
             )
         except InvalidClientMetadata as exc:
@@ -289,12 +346,17 @@ def clients_add(
         if registered.client_secret is not None:
             # RFC 7591 §3.2.1: client_secret_expires_at is required with a secret; 0 means never.
             document |= {"client_secret": registered.client_secret, "client_secret_expires_at": 0}
+        if registered.webhook_secret is not None:
+            document |= {"webhook_url": webhook_url, "webhook_secret": registered.webhook_secret}
         click.echo(json.dumps(document, indent=2, ensure_ascii=False))
         return
     click.echo(f"client_id: {registered.client.client_id}")
     if registered.client_secret is not None:
         click.echo(f"client_secret: {registered.client_secret}")
         click.echo("Store the secret now: it is not shown again, and the portal keeps only its hash.", err=True)
+    if registered.webhook_secret is not None:
+        click.echo(f"webhook_secret: {registered.webhook_secret}")
+        click.echo("Store the webhook secret now: it is not shown again.", err=True)
 
 
 @clients.command("list")
@@ -302,13 +364,18 @@ def clients_add(
 @_instance_option
 @click.option("--json", "as_json", is_flag=True, help="Print the clients as a JSON array.")
 def clients_list(config: Path | None, instance: Path | None, as_json: bool) -> None:
-    """List the registered clients, oldest first; never shows a secret."""
+    """List the registered clients, oldest first (a last column names a client's webhook); never shows a secret."""
     from idp.oidc.clients import ClientRegistry  # noqa: PLC0415 - keep `idp --help` fast
+    from idp.webhooks import WebhookRegistry  # noqa: PLC0415
 
     with _initialised_database(_settings(config, instance)) as sessions:
         registered = ClientRegistry(sessions).list()
+        webhooks = WebhookRegistry(sessions).urls()
     if as_json:
-        click.echo(json.dumps([_client_json(client) for client in registered], indent=2, ensure_ascii=False))
+        click.echo(json.dumps([  # webhook_url only when the client has a webhook
+            _client_json(client) | ({"webhook_url": webhooks[client.client_id]} if client.client_id in webhooks else {})
+            for client in registered
+        ], indent=2, ensure_ascii=False))
         return
     if not registered:
         click.echo("no clients registered")
@@ -316,6 +383,7 @@ def clients_list(config: Path | None, instance: Path | None, as_json: bool) -> N
         click.echo("\t".join([
             client.client_id, client.auth_method.value, " ".join(client.scopes), client.name,
             " ".join(client.redirect_uris),
+            *([f"webhook {webhooks[client.client_id]}"] if client.client_id in webhooks else []),
         ]))
 
 
@@ -332,6 +400,35 @@ def clients_remove(config: Path | None, instance: Path | None, client_id: str) -
     if not removed:
         raise click.ClickException(f"no client {client_id!r} is registered")
     click.echo(f"removed client {client_id}")
+
+
+@clients.command("webhook")
+@_config_option
+@_instance_option
+@click.argument("client_id")
+@click.option("--url", default=None, help="Set (or change) the webhook URL: https, or http on a loopback host.")
+@click.option("--remove", is_flag=True, help="Remove the client's webhook.")
+def clients_webhook(config: Path | None, instance: Path | None, client_id: str, url: str | None, remove: bool) -> None:
+    """Set a client's webhook with a new secret (printed once; the old one stops working), or remove it."""
+    from idp.webhooks import InvalidWebhookUrl, WebhookRegistry  # noqa: PLC0415 - keep `idp --help` fast
+
+    if (url is None) == (not remove):
+        raise click.UsageError("give --url URL or --remove")
+    with _initialised_database(_settings(config, instance)) as sessions:
+        webhooks = WebhookRegistry(sessions)
+        if remove:
+            if not webhooks.remove(client_id):
+                raise click.ClickException(f"client {client_id!r} has no webhook")
+            click.echo(f"removed the webhook of client {client_id}")
+            return
+        try:
+            secret = webhooks.set(client_id, url or "", now=SystemClock().now())
+        except InvalidWebhookUrl as exc:
+            raise click.BadParameter(str(exc), param_hint="--url") from exc
+    if secret is None:
+        raise click.ClickException(f"no client {client_id!r} is registered")
+    click.echo(f"webhook_secret: {secret}")
+    click.echo("Store the webhook secret now: it is not shown again.", err=True)
 
 
 # --- idp pki: J-LIS revocation information ----------------------------------------------------
@@ -646,7 +743,8 @@ def audit_export(config: Path | None, instance: Path | None, since: int) -> None
 
 @main.group()
 def keys() -> None:
-    """The token-signing keys: list them, rotate one (docs/operations.md, "Key rotation")."""
+    """The portal's keys: list and rotate the token-signing keys, seal every key with the KEK
+    (docs/operations.md, "Key rotation")."""
 
 
 @keys.command("rotate")
@@ -656,7 +754,8 @@ def keys() -> None:
               help="The algorithm whose key to rotate.")
 def keys_rotate(config: Path | None, instance: Path | None, alg: str) -> None:
     """Publish a new key now; it signs after `oidc.key_rotation_overlap`, the old key then stays
-    published until the ID tokens it signed have expired. Sealed with the KEK when one is set."""
+    published until the ID tokens it signed have expired. Sealed with the KEK when one is set.
+    Retired keys lose their private file (their public key stays for verifying assertions)."""
     from idp.audit import AuditEvent, AuditLog  # noqa: PLC0415 - keep `idp --help` fast
     from idp.oidc.keys import (  # noqa: PLC0415
         RotationRefused,
@@ -667,10 +766,13 @@ def keys_rotate(config: Path | None, instance: Path | None, alg: str) -> None:
 
     settings = _settings(config, instance)
     clock = SystemClock()
+    if (settings.instance / "pki").is_dir():  # one KEK per instance: the CA keys must open with it too
+        _open_keys(settings, _kek())
     with _initialised_database(settings) as sessions:
         try:
             added = rotate_signing_key(settings.instance, alg=alg, now=clock.now(),
-                                       overlap=settings.oidc.key_rotation_overlap, kek=kek_from_environment())
+                                       overlap=settings.oidc.key_rotation_overlap, kek=kek_from_environment(),
+                                       retire_after=settings.oidc.id_token_lifetime)
         except (RotationRefused, SigningKeysMissing) as exc:
             raise click.ClickException(str(exc)) from exc
         AuditLog(sessions, clock=clock).append(
@@ -679,6 +781,35 @@ def keys_rotate(config: Path | None, instance: Path | None, alg: str) -> None:
         )
     sealed = "sealed with the KEK" if added.encrypted else "plain (no KEK set)"
     click.echo(f"published {alg} key {added.kid} ({sealed}); it signs from {added.signs_from.isoformat()}")
+
+
+@keys.command("encrypt")
+@_config_option
+@_instance_option
+def keys_encrypt(config: Path | None, instance: Path | None) -> None:
+    """Seal every plain private key of the instance (token-signing keys, pairwise secret, CA and
+    timestamping keys) with the KEK from IDP_KEK or IDP_KEK_FILE. Atomic per file; idempotent."""
+    from idp.oidc.keys import SigningKeysMissing, seal_signing_keys  # noqa: PLC0415 - keep `idp --help` fast
+    from idp.pki.service import PkiSetupError, seal_pki_keys  # noqa: PLC0415
+    from idp.store.key_files import KeyFileError  # noqa: PLC0415
+
+    settings = _settings(config, instance)
+    kek = _kek()
+    if kek is None:
+        raise click.ClickException("no key-encryption key: set IDP_KEK or IDP_KEK_FILE")
+    if not (settings.instance / "pki").is_dir():
+        raise click.ClickException(f"{settings.instance} is not an instance: run `idp init` first")
+    _open_keys(settings, kek)  # every sealed key opens with this KEK: one KEK per instance, checked first
+    try:
+        sealed = [*seal_pki_keys(settings.instance, kek=kek), *seal_signing_keys(settings.instance, kek=kek)]
+    except (SigningKeysMissing, PkiSetupError, KeyFileError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not sealed:
+        click.echo("every key is sealed already; nothing to do")
+        return
+    for name in sealed:
+        click.echo(f"sealed {name}")
+    click.echo(f"{len(sealed)} key files sealed with the KEK; back up the instance directory again")
 
 
 @keys.command("list")
@@ -712,3 +843,81 @@ def keys_list(config: Path | None, instance: Path | None, as_json: bool) -> None
         until = f" retires {row['retires_at']}" if row["retires_at"] else ""
         click.echo(f"{row['alg']} {row['kid']} {row['state']} published {row['published_at']} "
                    f"signs from {row['signs_from']}{until}{' sealed' if row['encrypted'] else ''}")
+
+
+# --- idp webhooks: delivering signing events to clients' webhooks -----------------------------
+
+
+@main.group()
+def webhooks() -> None:
+    """Deliver signing requests' outcomes to clients' webhooks (docs/signing.md, "Webhooks")."""
+
+
+@webhooks.command("run")
+@_config_option
+@_instance_option
+@click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="Seconds between rounds.")
+def webhooks_run(config: Path | None, instance: Path | None, once: bool, interval: float) -> None:
+    """Post due events, retrying failures with back-off; several may run against one database."""
+    import logging.config  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+    from datetime import timedelta  # noqa: PLC0415
+
+    from idp.ops.logging import logging_config  # noqa: PLC0415
+    from idp.webhooks import Dispatcher, HttpSender, WebhookOutbox  # noqa: PLC0415
+
+    settings = _settings(config, instance)
+    with _initialised_database(settings) as sessions:
+        logging.config.dictConfig(logging_config(json_logs=settings.ops.json_logs))
+        outbox = WebhookOutbox(sessions, request_lifetime=settings.oidc.request_uri_ttl)
+        dispatcher = Dispatcher(sessions, outbox=outbox, sender=HttpSender(), clock=SystemClock())
+        if once:
+            tally = dispatcher.run_once()
+            click.echo(f"delivered {tally.delivered}, retrying {tally.retrying}, failed {tally.failed}")
+            return
+        stop = threading.Event()
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, lambda _signum, _frame: stop.set())
+        dispatcher.run(interval=timedelta(seconds=interval), stop=stop)
+
+
+@webhooks.command("list")
+@_config_option
+@_instance_option
+@click.option("--json", "as_json", is_flag=True, help="Print the deliveries as a JSON array.")
+def webhooks_list(config: Path | None, instance: Path | None, as_json: bool) -> None:
+    """The deliveries not yet delivered (pending, sending, failed), oldest due first."""
+    from idp.webhooks import WebhookOutbox  # noqa: PLC0415
+
+    settings = _settings(config, instance)
+    with _initialised_database(settings) as sessions:
+        rows = WebhookOutbox(sessions, request_lifetime=settings.oidc.request_uri_ttl).undelivered()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("nothing pending or failed")
+    for row in rows:
+        click.echo("\t".join([row["delivery_id"], row["client_id"], row["type"], row["status"],
+                              f"attempts {row['attempts']}", f"due {row['due_at']}", row["last_error"] or "-"]))
+
+
+@webhooks.command("retry")
+@_config_option
+@_instance_option
+@click.argument("delivery_id")
+def webhooks_retry(config: Path | None, instance: Path | None, delivery_id: str) -> None:
+    """Put a failed delivery back, due now, with a fresh retry schedule."""
+    from idp.webhooks import WebhookOutbox  # noqa: PLC0415
+
+    settings = _settings(config, instance)
+    with _initialised_database(settings) as sessions:
+        requeued = WebhookOutbox(sessions, request_lifetime=settings.oidc.request_uri_ttl).requeue(
+            delivery_id, now=SystemClock().now(),
+        )
+    if not requeued:
+        raise click.ClickException(f"no failed delivery {delivery_id!r}")
+    click.echo(f"{delivery_id} is due again")

@@ -275,6 +275,10 @@ class LimitsSettings:
     par_per_client: int = 600
     """Pushed authorization requests per authenticated client per window."""
 
+    par_per_address: int = 1200
+    """Pushed authorization requests per source address per window, counted before client
+    authentication."""
+
     authorize_per_address: int = 300
     """Login pages opened (/authorize) per source address per window."""
 
@@ -296,8 +300,8 @@ class LimitsSettings:
     is the entry this many hops from the right. 0: the TCP peer (no proxy)."""
 
     def __post_init__(self) -> None:
-        for name in ("token_per_client", "token_per_address", "par_per_client", "authorize_per_address",
-                     "device_per_address", "failed_approvals"):
+        for name in ("token_per_client", "token_per_address", "par_per_client", "par_per_address",
+                     "authorize_per_address", "device_per_address", "failed_approvals"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"limits.{name} must be at least 1")
         for name in ("window", "failure_window", "person_lock"):

@@ -8,6 +8,10 @@ Logging out ends the portal session too (RP-Initiated Logout 1.0): the browser g
 portal's ``end_session_endpoint`` with the ID token as ``id_token_hint`` and, when one is
 configured (and registered with ``idp clients add --post-logout-redirect-uri``), comes back to
 ``post_logout_redirect_uri`` with the ``state`` it was sent with.
+
+"Sign a document" (``/sign``) pushes an RFC 9396 signing request with PAR and shows what the
+portal signed, each signature judged by the portal's verifier (``relying_party_demo.signing``).
+Both flows come back to the one registered ``/callback``; the ``state`` tells them apart.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.flask_client import OAuth
 from flask import Flask, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
+
+from relying_party_demo.sign_pages import MAX_UPLOAD_BYTES, SignPages
 
 __all__ = ["RpConfig", "create_app", "main"]
 
@@ -61,6 +67,7 @@ def create_app(config: RpConfig) -> Flask:
     app = Flask(__name__)
     app.secret_key = secrets.token_bytes(32)
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD_BYTES
     oauth = OAuth(app)
     portal = oauth.register(
         "myna",
@@ -70,6 +77,8 @@ def create_app(config: RpConfig) -> Flask:
         client_kwargs={"scope": config.scope, "code_challenge_method": "S256",
                        "token_endpoint_auth_method": "client_secret_basic"},
     )
+    signing = SignPages(app, portal, issuer=config.issuer, client_id=config.client_id,
+                        client_secret=config.client_secret, scope=config.scope)
 
     @app.get("/")
     def home() -> str:
@@ -77,24 +86,17 @@ def create_app(config: RpConfig) -> Flask:
 
     @app.post("/login")
     def login() -> Response:
-        return portal.authorize_redirect(url_for("callback", _external=True), ui_locales="ja en")
+        to_portal: Response = portal.authorize_redirect(url_for("callback", _external=True), ui_locales="ja en")
+        return to_portal
 
     @app.get("/callback")
     def callback() -> Response | tuple[str, int]:
         if request.args.get("iss") != config.issuer:  # RFC 9207 §2.4: MUST compare before using the response
             return render_template("error.html", error="invalid_response",
                                    description="the response did not come from the expected issuer"), 400
-        if "error" in request.args:
-            return render_template("error.html", error=request.args["error"],
-                                   description=request.args.get("error_description", "")), 400
-        try:
-            token = portal.authorize_access_token()
-            userinfo = portal.userinfo(token=token)
-        except OAuthError as exc:
-            return render_template("error.html", error=exc.error, description=exc.description or ""), 400
-        session["user"] = _user(token["userinfo"], dict(userinfo))
-        session["id_token"] = token["id_token"]
-        return redirect(url_for("home"))
+        if signing.owns(request.args.get("state")):  # the answer to a signing request (``/sign``)
+            return signing.callback()
+        return _login_callback(portal)
 
     @app.post("/logout")
     def logout() -> Response:
@@ -114,6 +116,21 @@ def create_app(config: RpConfig) -> Flask:
         return redirect(url_for("home", logged_out=1))
 
     return app
+
+
+def _login_callback(portal: Any) -> Response | tuple[str, int]:
+    """The login's answer (``iss`` already checked): redeem the code with Authlib, keep the user."""
+    if "error" in request.args:
+        return render_template("error.html", error=request.args["error"],
+                               description=request.args.get("error_description", "")), 400
+    try:
+        token = portal.authorize_access_token()
+        userinfo = portal.userinfo(token=token)
+    except OAuthError as exc:
+        return render_template("error.html", error=exc.error, description=exc.description or ""), 400
+    session["user"] = _user(token["userinfo"], dict(userinfo))
+    session["id_token"] = token["id_token"]
+    return redirect(url_for("home"))
 
 
 def _end_portal_session(end_session: str | None, config: RpConfig, *, id_token: str | None) -> Response:

@@ -550,7 +550,10 @@ def approve_command(*, state_dir: Path, passphrase_file: Path | None, phone_name
                                 fingerprint_matches=_FINGERPRINT[fingerprint])
     except PortalError as exc:
         state.save_phone(phone_name, element)  # a counter the SE spent stays spent
-        raise click.ClickException(f"the portal refused: {exc.title} ({exc.type})") from exc
+        renew = "" if exc.signature_key_renewal is None else (
+            f"; renew it (signature certificate {exc.signature_key_renewal}) with `smartphone phone "
+            f"reenroll-signature-key --phone {phone_name} --card CARD`, then approve again")
+        raise click.ClickException(f"the portal refused: {exc.title} ({exc.type}){renew}") from exc
     except SecureElementError as exc:
         raise click.ClickException(f"the secure element refused: {exc}; nothing was sent") from exc
     if not decline:
@@ -611,3 +614,34 @@ def phone_revoke(state_dir: Path, passphrase_file: Path | None, phone_name: str,
     with _enrolled_phone(state_dir, passphrase_file, phone_name) as (element, enrollment):
         revoke_device(client=PortalClient(enrollment.portal), element=element, enrollment=enrollment, reason=reason)
     click.echo(f"phone {phone_name!r} (device {enrollment.device_id}) revoked at {enrollment.portal}: {reason}")
+
+
+@phone.command("reenroll-signature-key")
+@_state_options
+@click.option("--phone", "phone_name", required=True, callback=_checked(functools.partial(check_name, "phone")),
+              help="Name of the enrolled phone in --state.")
+@click.option("--card", "card_name", required=True, callback=_checked(functools.partial(check_name, "card")),
+              help="Name of the card in --state that the user taps.")
+@click.option("--sign-pin", envvar="SMARTPHONE_SIGN_PIN", prompt=True, hide_input=True,
+              callback=_checked(functools.partial(check_pin, CardKey.SIGN)),
+              help="The card's signature PIN (or $SMARTPHONE_SIGN_PIN, or a prompt); a wrong one costs a try.")
+def phone_reenroll_signature_key(*, state_dir: Path, passphrase_file: Path | None, phone_name: str, card_name: str,
+                                 sign_pin: str) -> None:
+    """Enroll a new signature key at the phone's portal by tapping the card (after a move, or a found phone).
+
+    The SE makes a new key, its authentication key says which phone this is, and the card's
+    signature key vouches for both; the new signature certificate carries the card's current
+    attributes and replaces the old one.
+    """
+    from smartphone.phone_screen import renew_signature_key  # noqa: PLC0415 - imports Flask; only here
+
+    state = _state(state_dir, passphrase_file)
+    with _refusals():
+        try:
+            renewed = renew_signature_key(state=state, phone=phone_name, card=card_name, sign_pin=sign_pin)
+        except PortalError as exc:
+            raise click.ClickException(f"the portal refused the new signature key: {exc.title} ({exc.type})") from exc
+        except SecureElementError as exc:
+            raise click.ClickException(f"the secure element refused: {exc}; nothing was sent") from exc
+    click.echo(f"phone {phone_name!r} (device {renewed.device_id}) has a new signature key at {renewed.portal}")
+    click.echo(f"  signature certificate {renewed.sign_certificate.serial_number:x}")

@@ -6,6 +6,9 @@ instance and the demo RP's client registration, and it starts four servers as ch
 the J-LIS, the portal (``idp serve``), the demo RP (``demo-rp``) and the phone screen
 (``smartphone phone serve``). Like the phone and the RP, it is an outside client of the portal:
 it drives ``idp`` as a command and over HTTP, never by import. Ctrl-C or SIGTERM stops every child.
+
+``myna-demo sync`` is the operator's step after a J-LIS life event (``smartphone card move``):
+``idp pki sync`` against the demo's instance, with the demo portal's settings, while it runs.
 """
 
 from __future__ import annotations
@@ -36,8 +39,10 @@ CARD, PHONE, VENDOR = "taro", "pixel", "MynaDevices"
 AUTH_PIN, SIGN_PIN = "1234", "TARO2024"
 TARO = BasicAttributes(name="山田　太郎", address="東京都千代田区永田町1-7-1", date_of_birth=date(1990, 4, 1),
                        sex=Sex.MALE)
+NEW_ADDRESS, NEW_PREFECTURE, NEW_CITY = "大阪府大阪市北区中之島1-3-20", "大阪府", "大阪市"
+"""Where the README's life event moves 山田　太郎."""
 RP_NAME = "Demo Shop"
-RP_SCOPES = ("openid", "name", "address", "birthdate", "gender")
+RP_SCOPES = ("openid", "name", "address", "birthdate", "gender", "sign")
 _STARTUP = 30.0
 
 
@@ -94,19 +99,19 @@ def _world(state: State, jlis_url: str) -> None:
         state.add_phone(PHONE, vendor=state.vendor(VENDOR, model=None, now=now - timedelta(days=1)))
 
 
-def _portal_environment(directory: Path, state: State, ports: Ports) -> dict[str, str]:
+def _portal_environment(directory: Path, state: State, *, jlis_url: str, portal_url: str) -> dict[str, str]:
     """The portal's settings as environment variables: trust this J-LIS and this SE vendor, and follow
     its linking data, so that a renewed, moved or reissued card stays the same person."""
     jlis = state.jlis_dir
     environment = {key: value for key, value in os.environ.items()
                    if not key.startswith("IDP_") and key not in {"DATABASE_URL", "REDIS_URL"}}
     return environment | {
-        "IDP_ISSUER": ports.url("portal"),
+        "IDP_ISSUER": portal_url,
         "IDP_INSTANCE": str(directory / "instance"),
         "IDP_PKI__JLIS_ROOTS": str(jlis / "jlis-root.crt"),
         "IDP_PKI__JLIS_INTERMEDIATES": f"{jlis / 'jlis-auth-ca.crt'},{jlis / 'jlis-sign-ca.crt'}",
-        "IDP_PKI__JLIS_CRL_URLS": f"{ports.url('jlis')}/crl/jlis-auth-ca.crl,{ports.url('jlis')}/crl/jlis-sign-ca.crl",
-        "IDP_PKI__JLIS_LINKING_URL": f"{ports.url('jlis')}/linking",
+        "IDP_PKI__JLIS_CRL_URLS": f"{jlis_url}/crl/jlis-auth-ca.crl,{jlis_url}/crl/jlis-sign-ca.crl",
+        "IDP_PKI__JLIS_LINKING_URL": f"{jlis_url}/linking",
         "IDP_PKI__ATTESTATION_ROOTS": str(state.vendor_dir(VENDOR) / "root.crt"),
     }
 
@@ -131,11 +136,12 @@ def _idp(environment: dict[str, str], *args: str) -> str:
 
 
 def _rp_client(directory: Path, environment: dict[str, str], redirect_uri: str) -> dict[str, str]:
-    """The demo RP's registration, made once and kept in ``rp-client.json`` (0600)."""
+    """The demo RP's registration, made once and kept in ``rp-client.json`` (0600); made again when
+    the saved one lacks the redirect URI or a scope the demo now uses (a ``.demo`` from before)."""
     path = directory / "rp-client.json"
     if path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
-        if redirect_uri in saved.get("redirect_uris", []):
+        if redirect_uri in saved.get("redirect_uris", []) and set(RP_SCOPES) <= set(saved.get("scope", "").split()):
             return {"client_id": saved["client_id"], "client_secret": saved["client_secret"]}
     scopes = [argument for scope in RP_SCOPES for argument in ("--scope", scope)]
     document = _idp(environment, "clients", "add", "--name", RP_NAME, "--redirect-uri", redirect_uri, *scopes,
@@ -198,7 +204,7 @@ def _stop_on_sigterm(_signal: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--dir", "directory", default=".demo", show_default=True,
               type=click.Path(file_okay=False, path_type=Path), help="Where the demo keeps its state.")
 @click.option("--base-port", type=click.IntRange(1024, 65000), default=None,
@@ -207,9 +213,15 @@ def _stop_on_sigterm(_signal: int, _frame: FrameType | None) -> None:
 @click.option("--portal-port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--rp-port", type=click.IntRange(1, 65535), default=8080, show_default=True)
 @click.option("--phone-port", type=click.IntRange(1, 65535), default=8200, show_default=True)
-def main(*, directory: Path, base_port: int | None, jlis_port: int, portal_port: int, rp_port: int,
-         phone_port: int) -> None:
-    """Set up and start the Myna Gateway demo: J-LIS, portal, demo RP and a phone screen, on loopback."""
+@click.pass_context
+def main(context: click.Context, *, directory: Path, base_port: int | None, jlis_port: int, portal_port: int,
+         rp_port: int, phone_port: int) -> None:
+    """Set up and start the Myna Gateway demo: J-LIS, portal, demo RP and a phone screen, on loopback.
+
+    `myna-demo sync` (in another terminal, while the demo runs) is the operator's step after a life event.
+    """
+    if context.invoked_subcommand is not None:
+        return
     ports = (Ports(base_port, base_port + 1, base_port + 2, base_port + 3) if base_port is not None
              else Ports(jlis_port, portal_port, rp_port, phone_port))
     directory = directory.resolve()
@@ -229,7 +241,7 @@ def main(*, directory: Path, base_port: int | None, jlis_port: int, portal_port:
                                 "--host", HOST, "--port", str(ports.jlis)])
         children.wait_until_answering("jlis", ports.url("jlis") + "/crl/jlis-root.crl")
         _check_portal_url(directory, ports.url("portal"))
-        environment = _portal_environment(directory, state, ports)
+        environment = _portal_environment(directory, state, jlis_url=ports.url("jlis"), portal_url=ports.url("portal"))
         _idp(environment, "init")
         client = _rp_client(directory, environment, ports.url("rp") + "/callback")
         _idp(environment, "pki", "sync-revocations")
@@ -243,7 +255,7 @@ def main(*, directory: Path, base_port: int | None, jlis_port: int, portal_port:
         children.wait_until_answering("portal", ports.url("portal") + "/.well-known/openid-configuration")
         children.wait_until_answering("rp", ports.url("rp") + "/")
         children.wait_until_answering("phone", ports.url("phone") + "/")
-        _walkthrough(ports)
+        _walkthrough(ports, directory)
         while (ended := children.exited()) is None:
             time.sleep(0.5)
         raise DemoError(f"{ended} exited unexpectedly: see {children.logs / ended}.log")
@@ -253,7 +265,44 @@ def main(*, directory: Path, base_port: int | None, jlis_port: int, portal_port:
         children.stop()
 
 
-def _walkthrough(ports: Ports) -> None:
+@main.command("sync")
+@click.option("--dir", "directory", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Where the running demo keeps its state (default: the --dir before `sync`, else .demo).")
+@click.pass_context
+def sync(context: click.Context, directory: Path | None) -> None:
+    """Run `idp pki sync` for the running demo: J-LIS CRLs (revoking phone certificates of revoked or
+    replaced card certificates), then the J-LIS linking data. The operator's step after a life event."""
+    parent = context.parent.params["directory"] if context.parent is not None else Path(".demo")
+    directory = (directory or parent).resolve()
+    portal_file, passphrase_file = directory / "portal-url", directory / "passphrase"
+    if not portal_file.is_file() or not passphrase_file.is_file():
+        raise DemoError(f"no demo is set up in {directory}: start it with `myna-demo --dir {directory}` first")
+    state = State(directory / "sim", passphrase_file.read_bytes().removesuffix(b"\n"))
+    try:
+        jlis_url = str(json.loads((state.jlis_dir / "jlis.json").read_text(encoding="utf-8"))["base_url"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise DemoError(f"the J-LIS of the demo in {directory} cannot be read: {exc}") from exc
+    try:
+        requests.get(f"{jlis_url}/crl/jlis-root.crl", timeout=5)
+    except requests.RequestException as exc:
+        raise DemoError(f"the demo's J-LIS does not answer at {jlis_url}: start the demo "
+                        f"(`myna-demo --dir {directory}`) and run this beside it") from exc
+    environment = _portal_environment(directory, state, jlis_url=jlis_url,
+                                      portal_url=portal_file.read_text(encoding="ascii").strip())
+    click.echo(_idp(environment, "pki", "sync").rstrip("\n"))
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it is under it, as a person would type it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _walkthrough(ports: Ports, directory: Path) -> None:
+    shown = _shown(directory)
+    dir_option = "" if directory == Path(".demo").resolve() else f" --dir {shown}"
     click.echo(f"""
 ready.
   demo shop (RP)   {ports.url('rp')}/
@@ -267,4 +316,9 @@ Try it:
   2. Open {ports.url('rp')}/ and click "Log in with My Number"; on the login page copy the link
      "Open the app on this smartphone" (right-click > Copy link) and paste it into the phone screen.
   3. Check the verification code matches, tap "Approve with fingerprint": the shop greets {TARO.name}.
+Try a life event, moving house (in another terminal; README.md, "Try a life event"):
+  smartphone card move --state {shown}/sim --passphrase-file {shown}/passphrase --card {CARD} \\
+      --address {NEW_ADDRESS} --prefecture {NEW_PREFECTURE} --city {NEW_CITY}
+  myna-demo sync{dir_option}
+  then log in at the shop again: the phone asks you to tap the card (signature PIN) to renew its key.
 Ctrl-C stops everything.""")

@@ -3,7 +3,11 @@
 An outside client of the portal, like the ``smartphone`` commands: it speaks only the documented
 device API (``smartphone.portal_client``). The person pastes what the phone's camera would read,
 the login page's QR payload or its same-device link (``myna-gateway://transaction?...``), since a
-browser tab has no camera.
+browser tab has no camera. When the portal refuses an approval until the phone enrolls a new
+signature key (``signature-key-renewal-required``: after a move, say), the screen asks the person
+to tap the card with the signature PIN, renews the key and shows the same request again; a signing
+request it looks up again with the code it scanned, since its documents were prepared for the
+old signature certificate (``transaction-lookup-required``).
 
 A local demo tool, not a product: ``smartphone phone serve`` binds it to loopback only, every
 change is a POST carrying a random per-process form token (a cross-site form cannot know it), and
@@ -24,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from flask import Flask, abort, render_template, request
 
 from smartphone.card import CardError
-from smartphone.portal_client import Enrollment, PortalClient, PortalError, approve, enroll
+from smartphone.portal_client import Enrollment, PortalClient, PortalError, approve, enroll, reenroll_signature_key
 from smartphone.secure_element import SecureElement, SecureElementError, UserVerification, UserVerificationFailed
 from smartphone.state import State, StateError
 
@@ -35,6 +39,8 @@ __all__ = [
     "create_phone_app",
     "enrollment_record",
     "load_enrollment",
+    "renew_signature_key",
+    "renewal_message",
 ]
 
 ATTRIBUTE_LABELS = {
@@ -102,6 +108,34 @@ def approve_transaction(
         element.user_verification = stored
 
 
+def renew_signature_key(*, state: State, phone: str, card: str, sign_pin: str,
+                        client: PortalClient | None = None) -> Enrollment:
+    """Tap ``card`` (its signature PIN) to enroll a new signature key for the enrolled ``phone``, and keep it.
+
+    The card's PIN tries, the SE (its new key, its counter) and the enrollment are saved as they
+    end up. ``client``: the portal (default: the one the phone enrolled at). Raises PortalError,
+    the card's errors (WrongPin, PinLocked), the SE's and StateError.
+    """
+    element, enrollment, holder = state.load_phone(phone), load_enrollment(state, phone), state.load_card(card)
+    try:
+        renewed = reenroll_signature_key(client=client or PortalClient(enrollment.portal), element=element,
+                                         enrollment=enrollment, card=holder, sign_pin=sign_pin)
+    finally:
+        state.save_card_pins(card, holder)  # a wrong PIN costs a try either way
+        state.save_phone(phone, element)  # a counter the SE spent stays spent
+    state.save_enrollment(phone, enrollment_record(renewed))
+    return renewed
+
+
+def renewal_message(reason: str) -> str:
+    """What the phone tells the person when the portal asks for a new signature key, by ``reason``."""
+    if reason == "affiliationChanged":
+        return ("住所が変わりました。カードをタッチして署名用の鍵を更新してください。 / "
+                "Your address changed: tap your card to renew the signature key.")
+    return (f"署名用電子証明書が使えなくなりました（{reason}）。カードをタッチして署名用の鍵を更新してください。 / "
+            f"Your signature certificate is no longer valid ({reason}): tap your card to renew the signature key.")
+
+
 class _PhoneScreen:
     """The screen's views; one per process, holding the looked-up transactions until decided."""
 
@@ -113,6 +147,8 @@ class _PhoneScreen:
         self.form_token = secrets.token_urlsafe(32)
         self.lock = threading.Lock()
         self.pending: dict[str, dict[str, Any]] = {}
+        self.scanned: dict[str, str] = {}
+        """What was scanned for each pending transaction: a signing request is looked up again with it."""
 
     def __repr__(self) -> str:
         return f"_PhoneScreen({self.phone!r}, {self.portal.base_url!r})"
@@ -170,19 +206,30 @@ class _PhoneScreen:
             return self.problem("QR コードの内容かリンクを貼り付けてください / Paste the QR payload or the link.",
                                 "scan")
         try:
-            load_enrollment(self.state, self.phone)
-            if text.startswith("myna-gateway:"):
-                transaction = self.portal.lookup_transaction(link=text)
-            else:
-                transaction = self.portal.lookup_transaction(qr=text)
+            transaction = self.look_up(text)
         except PortalError as exc:
             return self.problem(f"要求を開けません / Cannot open the request: {exc.title}", "scan")
         except StateError as exc:
             return self.problem(str(exc), "enroll")
         if len(self.pending) >= _MAX_PENDING:
-            self.pending.pop(next(iter(self.pending)))
+            self.forget(next(iter(self.pending)))
         self.pending[transaction["transaction_id"]] = transaction
+        self.scanned[transaction["transaction_id"]] = text
         return self.page("transaction", transaction=transaction)
+
+    def look_up(self, text: str) -> dict[str, Any]:
+        """The transaction a scanned code or link names. Raises PortalError or StateError."""
+        enrollment = load_enrollment(self.state, self.phone)
+        # A signing request is prepared for this phone's signature certificate: the lookup names
+        # the authentication credential (docs/device-api.md), as ``smartphone approve`` does.
+        credential = enrollment.auth_credential_id
+        if text.startswith("myna-gateway:"):
+            return self.portal.lookup_transaction(link=text, credential_id=credential)
+        return self.portal.lookup_transaction(qr=text, credential_id=credential)
+
+    def forget(self, transaction_id: str) -> None:
+        self.pending.pop(transaction_id, None)
+        self.scanned.pop(transaction_id, None)
 
     def decide(self, transaction_id: str) -> tuple[str, int]:
         transaction = self.pending.get(transaction_id)
@@ -197,7 +244,7 @@ class _PhoneScreen:
         return self.problem("不明な操作 / Unknown action", "transaction", transaction=transaction)
 
     def decline(self, transaction: dict[str, Any]) -> tuple[str, int]:
-        self.pending.pop(transaction["transaction_id"], None)
+        self.forget(transaction["transaction_id"])
         try:
             self.portal.decline_transaction(transaction["transaction_id"])
         except PortalError as exc:
@@ -218,13 +265,50 @@ class _PhoneScreen:
                                     "Fingerprint not recognised: nothing was sent.", "transaction",
                                     transaction=transaction)
             except PortalError as exc:
-                self.pending.pop(transaction["transaction_id"], None)
+                if exc.signature_key_renewal is not None:  # the request stays open until the key is renewed
+                    return self.page("renew", renewal=renewal_message(exc.signature_key_renewal),
+                                     transaction=transaction, cards=_cards(self.state_dir))
+                self.forget(transaction["transaction_id"])
                 return self.problem(f"ポータルが承認を拒否しました / The portal refused the approval: {exc.title}",
                                     "scan")
             except (SecureElementError, StateError) as exc:
                 return self.problem(f"承認できません / Cannot approve: {exc}", "scan")
-        self.pending.pop(transaction["transaction_id"], None)
+        self.forget(transaction["transaction_id"])
         return self.page("approved", transaction=transaction)
+
+    def renew(self) -> tuple[str, int]:
+        """Tap the card to enroll a new signature key; then back to the request that asked for it."""
+        transaction = self.pending.get(request.form.get("transaction_id", ""))
+        card = request.form.get("card", "")
+        again: dict[str, Any] = {"renewal": request.form.get("renewal", ""), "transaction": transaction,
+                 "cards": _cards(self.state_dir)}
+        if card not in again["cards"]:
+            return self.problem(f"カードがありません / No such card: {card!r}", "renew", **again)
+        with self.lock:
+            try:
+                renew_signature_key(state=self.state, phone=self.phone, card=card,
+                                    sign_pin=request.form.get("sign_pin", ""), client=self.portal)
+            except PortalError as exc:
+                return self.problem(f"ポータルが鍵の更新を拒否しました / The portal refused the new key: {exc.title}",
+                                    "renew", **again)
+            except (CardError, SecureElementError, StateError, ValueError) as exc:
+                return self.problem(f"鍵を更新できません / Cannot renew the key: {exc}", "renew", **again)
+        notice = "署名用の鍵を更新しました / Signature key renewed."
+        if transaction is None:
+            return self.page("scan", notice=notice)
+        if transaction.get("kind") == "signing":  # its documents were prepared for the old certificate
+            transaction_id = transaction["transaction_id"]
+            try:
+                transaction = self.look_up(self.scanned[transaction_id])
+            except (PortalError, StateError, KeyError) as exc:
+                self.forget(transaction_id)
+                title = exc.title if isinstance(exc, PortalError) else str(exc)
+                return self.problem(f"署名用の鍵を更新しました。要求を開き直せません。もう一度スキャンしてください。 / "
+                                    f"Signature key renewed, but the request cannot be opened again: {title}. "
+                                    "Scan again.", "scan")
+            self.pending[transaction_id] = transaction
+        return self.page("transaction", transaction=transaction,
+                         notice=notice + " もう一度承認してください / Approve the request again.")
 
 
 def create_phone_app(state_dir: Path, phone: str, portal_url: str, passphrase: bytes) -> Flask:
@@ -238,6 +322,7 @@ def create_phone_app(state_dir: Path, phone: str, portal_url: str, passphrase: b
     app.add_url_rule("/enroll", "enroll_phone", screen.enroll, methods=["POST"])
     app.add_url_rule("/scan", "scan", screen.scan, methods=["POST"])
     app.add_url_rule("/transactions/<transaction_id>", "decide", screen.decide, methods=["POST"])
+    app.add_url_rule("/signature-key", "renew_signature_key", screen.renew, methods=["POST"])
     return app
 
 

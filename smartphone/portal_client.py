@@ -30,6 +30,7 @@ from smartphone.webauthn_data import b64url, b64url_decode
 
 __all__ = [
     "BINDING_LABEL",
+    "SIGNATURE_KEY_RENEWAL",
     "Enrollment",
     "PortalClient",
     "PortalError",
@@ -53,17 +54,32 @@ CONSENT_PURPOSE = "myna-consent-v1"
 PHONES = "/device/v1/phones"
 SIGNATURE_KEYS = "/device/v1/signature-keys"
 PHONE_LIFE_LABEL = b"myna-phone-life-v1"
+SIGNATURE_KEY_RENEWAL = "https://id.myna.example/problems/signature-key-renewal-required"
+"""The problem ``type`` of an approval refused until the phone enrolls a new signature key (docs/device-api.md)."""
 
 
 class PortalError(Exception):
     """The portal answered with an RFC 9457 problem (or could not be reached: ``status`` 0)."""
 
-    def __init__(self, status: int, problem_type: str, title: str, detail: str | None = None) -> None:
+    def __init__(self, status: int, problem_type: str, title: str, detail: str | None = None,
+                 members: dict[str, Any] | None = None) -> None:
+        """``members``: the whole problem document, extension members included (RFC 9457 §3.2)."""
         super().__init__(f"{title} ({status} {problem_type})" + (f": {detail}" if detail else ""))
         self.status = status
         self.type = problem_type
         self.title = title
         self.detail = detail
+        self.members = dict(members or {})
+
+    @property
+    def signature_key_renewal(self) -> str | None:
+        """Why the phone must enroll a new signature key (``affiliationChanged`` after a move,
+        ``superseded``, ``expired``, ...), or None when this is not that problem."""
+        if self.type != SIGNATURE_KEY_RENEWAL:
+            return None
+        certificate = self.members.get("signature_certificate")
+        certificate = certificate if isinstance(certificate, dict) else {}
+        return str(certificate.get("reason") or certificate.get("status") or "unknown")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -189,7 +205,7 @@ class PortalClient:
             problem = document if isinstance(document, dict) else {}
             raise PortalError(
                 response.status_code, str(problem.get("type", "about:blank")),
-                str(problem.get("title", response.reason)), problem.get("detail"),
+                str(problem.get("title", response.reason)), problem.get("detail"), problem,
             )
         return document
 

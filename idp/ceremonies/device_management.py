@@ -163,33 +163,38 @@ class DeviceManagement:
         }
 
     def revoke(self, verified: VerifiedAssertion, reason: x509.ReasonFlags) -> None:
+        """The phone's self-revocation: ``revoke_device`` for the phone that made the assertion."""
+        self.revoke_device(verified.device_id, reason, actor=f"phone:{verified.device_id}")
+
+    def revoke_device(self, device_id: str, reason: x509.ReasonFlags, *, actor: str) -> None:
         """Revoke both smartphone certificates (the CRL is republished each time), the device,
-        then the grants issued on it (refresh and access tokens).
+        then the grants issued on it (refresh and access tokens). ``actor`` is the audit actor:
+        the phone itself, or the person from their account page.
 
         The certificates go first: they are what relying parties check, and once the
         user-authentication certificate is revoked the device cannot authenticate again anyway.
         A certificate already revoked (a card revocation got there first) stays as it is.
         """
-        _, certificates = self._load(verified.device_id)
+        _, certificates = self._load(device_id)
         for item in certificates:
             try:
                 self._pki.revoke(int(item.row.serial), reason)
             except AlreadyRevoked:
-                log.info("device.certificate_already_revoked device=%s serial=%s", verified.device_id, item.row.serial)
+                log.info("device.certificate_already_revoked device=%s serial=%s", device_id, item.row.serial)
         statement = (
             update(DeviceRecord)
-            .where(DeviceRecord.id == verified.device_id, DeviceRecord.status == DeviceStatus.ACTIVE.value)
+            .where(DeviceRecord.id == device_id, DeviceRecord.status == DeviceStatus.ACTIVE.value)
             .values(status=DeviceStatus.REVOKED.value, revoked_at=self._clock.now())
         )
         with self._sessions.begin() as session:
             changed = session.execute(statement).rowcount == 1  # type: ignore[attr-defined] # a CursorResult
             if changed:
                 append_in(
-                    session, AuditEvent.DEVICE_REVOKED, at=self._clock.now(), actor=f"phone:{verified.device_id}",
-                    subject=f"device:{verified.device_id}", details={"reason": reason.value},
+                    session, AuditEvent.DEVICE_REVOKED, at=self._clock.now(), actor=actor,
+                    subject=f"device:{device_id}", details={"reason": reason.value},
                 )
-        log.info("device.revoked device=%s reason=%s changed=%s", verified.device_id, reason.value, changed)
-        self._revoke_grants(verified.device_id)
+        log.info("device.revoked device=%s reason=%s changed=%s", device_id, reason.value, changed)
+        self._revoke_grants(device_id)
 
     def _load(self, device_id: str) -> tuple[DeviceRecord, tuple[_Certificate, _Certificate]]:
         auth = aliased(IssuedCertificate)

@@ -20,7 +20,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from idp.ceremonies.approval import ApprovalService, AssertionReplayed, TransactionClosed
+from idp.ceremonies.approval import ApprovalService, AssertionReplayed, SignatureKeyRenewalRequired, TransactionClosed
 from idp.ceremonies.login import LoginRejected
 from idp.ceremonies.problems import DeviceProblem, InvalidDeviceRequest, ServiceUnavailable, VerificationRefused
 from idp.ceremonies.qr import QrRejected
@@ -29,9 +29,10 @@ from idp.ops.rate_limits import RateLimited, too_many_requests
 from idp.ops.rate_limits import problem_for as rate_limit_problem
 from idp.signing.errors import Reason as SigningReason
 from idp.signing.errors import SigningRejected
+from idp.signing.flow import LookupRequired
 from idp.web.problems import PROBLEM_BASE, Problem, problem_response, register_problem_handler
 
-__all__ = ["APPROVAL_EXTENSION", "create_blueprint"]
+__all__ = ["APPROVAL_EXTENSION", "SignatureKeyRenewal", "create_blueprint"]
 
 APPROVAL_EXTENSION = "myna.approval"
 
@@ -68,12 +69,47 @@ class TransactionDecided(DeviceProblem):
     status = 409
 
 
+class TransactionLookupRequired(DeviceProblem):
+    """The documents were prepared for the phone's previous signature certificate: it renewed its
+    signature key since the lookup. Look the transaction up again (the code scanned then is still
+    accepted from this phone) and sign what it lists now; not counted as a failed approval."""
+
+    type = f"{PROBLEM_BASE}transaction-lookup-required"
+    title = "The documents were prepared for another signature certificate; look the transaction up again"
+    status = 409
+
+
 class AssertionRejected(VerificationRefused):
     """The signed approval was not accepted (the reason is logged, not sent)."""
 
     type = f"{PROBLEM_BASE}assertion-rejected"
     title = "The signed approval was not accepted"
     status = 403
+
+
+class SignatureKeyRenewal(VerificationRefused):
+    """The approval's assertion verified, but the phone's signature certificate is not good.
+
+    After a move (``affiliationChanged``), when a found phone was resumed (``superseded``), or
+    when it expired. The phone enrolls a new signature key with the card
+    (``POST /device/v1/signature-keys``) and approves again: the transaction stays open. The
+    extension member ``signature_certificate`` (RFC 9457 §3.2) says why, so the phone can tell
+    the person ("your address changed"); the phone could read the same from its certificate list.
+    """
+
+    type = f"{PROBLEM_BASE}signature-key-renewal-required"
+    title = "The signature certificate is no longer valid; enroll a new signature key with the card"
+    status = 403
+
+    def __init__(self, *, status: str, reason: str | None) -> None:
+        super().__init__()
+        self.certificate_status = status
+        self.reason = reason
+
+    def to_dict(self) -> dict[str, Any]:
+        """The problem details, with ``signature_certificate``: ``{"status": ..., "reason": ...}``."""
+        return super().to_dict() | {"signature_certificate": {"status": self.certificate_status,
+                                                              "reason": self.reason}}
 
 
 class ApprovalReplayed(DeviceProblem):
@@ -133,11 +169,12 @@ def _view(transaction: LoginTransaction, service: ApprovalService) -> dict[str, 
 
 _DOMAIN_ERRORS = (
     UnknownTransaction, TransactionClosed, QrRejected, LoginRejected, AssertionReplayed, RateLimited, SigningRejected,
+    SignatureKeyRenewalRequired, LookupRequired,
 )
 """An unreachable store is not among them: ``register_problem_handler`` answers it (idp.ops.unavailable)."""
 
 
-def _problem_for(error: Exception) -> Problem:  # noqa: PLR0911 - one answer per domain error
+def _problem_for(error: Exception) -> Problem:  # noqa: C901, PLR0911 - one answer per domain error
     """The device-API problem a domain error is answered with."""
     match error:
         case UnknownTransaction():
@@ -150,8 +187,12 @@ def _problem_for(error: Exception) -> Problem:  # noqa: PLR0911 - one answer per
             return InvalidCode()
         case LoginRejected():
             return AssertionRejected()
+        case SignatureKeyRenewalRequired():
+            return SignatureKeyRenewal(status=error.status, reason=error.reason)
         case AssertionReplayed():
             return ApprovalReplayed()
+        case LookupRequired():
+            return TransactionLookupRequired()
         case RateLimited():
             return rate_limit_problem(error)
         case SigningRejected(reason=SigningReason.MALFORMED):
@@ -181,10 +222,13 @@ def create_blueprint() -> Blueprint:
     def lookup() -> Response:
         body = _body()
         service = _service()
+        sent = body.get("credential_id")  # the phone a signing request was prepared for may look it up again
+        credential = _b64url(sent, "credential_id") if isinstance(sent, str) and sent else None
         if "qr" in body:
-            transaction = service.from_qr(_text(body, "qr"))
+            transaction = service.from_qr(_text(body, "qr"), credential_id=credential)
         else:
-            transaction = service.from_link(_text(body, "transaction_id"), _text(body, "token"))
+            transaction = service.from_link(_text(body, "transaction_id"), _text(body, "token"),
+                                            credential_id=credential)
         view = _view(transaction, service)
         if transaction.request.signing is not None:  # RFC 9396 signing request: prepared for this phone
             credential_id = _b64url(_text(body, "credential_id"), "credential_id")

@@ -48,7 +48,7 @@ from idp.ceremonies.problems import DeviceProblem, InvalidDeviceRequest, Service
 from idp.ceremonies.records import DeviceRecord, DeviceStatus, PersonCardCertificate
 from idp.ceremonies.revocation_cache import CardRevocationPolicy, JlisRevocationCache
 from idp.clock import Clock
-from idp.pki.registry import CertificateRef, CertificateState
+from idp.pki.registry import AlreadyRevoked, CertificateRef, CertificateState
 from idp.pki.service import SMARTPHONE_CA_NAME, PortalPki
 from idp.pki.validation import CertificateRejected, Purpose, validate_certificate
 from idp.settings import Settings
@@ -248,7 +248,10 @@ class PhoneLife:
         for serial in (phone.auth_serial, phone.sign_serial):
             status = self._pki.status(serial)
             if status is not None and status.state is CertificateState.GOOD:
-                self._pki.revoke(serial, x509.ReasonFlags.certificate_hold)
+                try:
+                    self._pki.revoke(serial, x509.ReasonFlags.certificate_hold)
+                except AlreadyRevoked:  # revoked for good meanwhile (a sync after a move): nothing to hold
+                    continue
                 held.append(serial)
         self._audit(AuditEvent.CERTIFICATE_REVOKED, phone, held, actor=actor,
                     details={"reason": x509.ReasonFlags.certificate_hold.value})

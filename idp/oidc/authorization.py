@@ -23,6 +23,7 @@ from werkzeug.datastructures import MultiDict
 from idp.ceremonies.transactions import ACR_SMARTPHONE_SE, AuthorizationRequest
 from idp.oidc.clients import ClientInfo
 from idp.oidc.errors import (
+    InteractionRequiredError,
     InvalidClientError,
     InvalidRequestError,
     InvalidScopeError,
@@ -39,6 +40,7 @@ __all__ = [
     "PROMPT_VALUES",
     "REACHABLE_ACRS",
     "REQUEST_CHECKS",
+    "SIGN_SCOPE",
     "UI_LOCALES",
     "Checking",
     "UnmetAuthenticationRequirementsError",
@@ -48,6 +50,9 @@ __all__ = [
 ATTRIBUTE_SCOPES = {"name": "name", "address": "address", "birthdate": "birthdate", "gender": "gender"}
 """Scope → the identity attribute (OIDC standard claim) it asks for, as the Digital Authentication
 App names them; each comes only from the smartphone signature certificate, with consent."""
+SIGN_SCOPE = "sign"
+"""The Digital Authentication App's signing scope: a client registered for it may push
+``document_signature`` authorization details, and a signing request asks for it."""
 PROMPT_VALUES = frozenset({"none", "login", "consent"})
 UI_LOCALES = ("ja", "en")
 CLAIMS_LOCATIONS = frozenset({"userinfo", "id_token"})
@@ -295,15 +300,24 @@ def check_authorization_details(request: Checking) -> None:
     """RFC 9396 §2: ``document_signature`` details (``idp.signing.authorization_details``), pushed only.
 
     A signing request carries documents, perhaps whole PDFs: it must come from an authenticated
-    client through PAR (RFC 9126), never in a browser's URL. Invalid details are
+    client through PAR (RFC 9126), never in a browser's URL, and ask for the ``sign`` scope (which
+    ``require_allowed_scopes`` has checked the client is registered for), as at the Digital
+    Authentication App; ``sign`` without details asks for nothing to sign. Invalid details are
     ``invalid_authorization_details`` (RFC 9396 §5).
     """
     if "authorization_details" not in request.params:
+        if SIGN_SCOPE in request.scope:
+            raise request.redirecting(InvalidRequestError(
+                "the sign scope goes with document_signature authorization_details (pushed)"))
         return
     if len(request.params.getlist("authorization_details")) > 1:
         raise request.redirecting(InvalidRequestError("authorization_details must be given once"))
     if not request.pushed:
         raise request.redirecting(InvalidRequestError("authorization_details must be pushed (PAR, RFC 9126)"))
+    if SIGN_SCOPE not in request.scope:
+        raise request.redirecting(InvalidScopeError("a signing request (document_signature) asks for the sign scope"))
+    if "none" in request.prompt:  # OIDC Core §3.1.2.6: the user must see and sign the documents on the phone
+        raise request.redirecting(InteractionRequiredError("a signing request needs the user: prompt=none cannot sign"))
     try:
         request.extra["signature_request"] = parse_authorization_details(
             request.params["authorization_details"], max_documents=MAX_DOCUMENTS, max_pdf_bytes=MAX_INLINE_PDF_BYTES,

@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from idp.audit import AuditEvent, append_in
 from idp.clock import Clock, SystemClock
 from idp.oidc.records import AuthMethod, Client, IdTokenAlgorithm
+from idp.webhooks.registry import InvalidWebhookUrl, check_webhook_url, new_secret, put_in
 
 __all__ = [
     "SUPPORTED_SCOPES",
@@ -126,6 +127,8 @@ class RegisteredClient:
     client: ClientInfo
     client_secret: str | None = field(repr=False)
     """The plaintext secret for ``client_secret_basic``; the portal keeps only its SHA-256."""
+    webhook_secret: str | None = field(default=None, repr=False)
+    """The secret the client's webhook messages are signed with (``idp.webhooks``), when it has one."""
 
 
 class ClientRegistry:
@@ -158,9 +161,11 @@ class ClientRegistry:
         id_token_alg: str = IdTokenAlgorithm.ES256,
         sector: str | None = None,
         post_logout_redirect_uris: Sequence[str] = (),
+        webhook_url: str | None = None,
         now: datetime,
     ) -> RegisteredClient:
-        """Validate the metadata and store a new client with a random ``client_id``.
+        """Validate the metadata and store a new client with a random ``client_id`` (and its
+        webhook, with a new secret, when ``webhook_url`` is given: docs/signing.md, "Webhooks").
 
         Raises InvalidRedirectUri or InvalidClientMetadata, having written nothing.
         """
@@ -172,6 +177,8 @@ class ClientRegistry:
         algorithm = _check_id_token_alg(id_token_alg)
         checked_sector = _check_sector(sector, checked_uris)
         checked_logout_uris = _check_post_logout_redirect_uris(post_logout_redirect_uris)
+        checked_webhook = _check_webhook_url(webhook_url)
+        webhook_secret = None if checked_webhook is None else new_secret()
 
         secret = secrets.token_urlsafe(_SECRET_BYTES) if method is AuthMethod.CLIENT_SECRET_BASIC else None
         row = Client(
@@ -191,12 +198,15 @@ class ClientRegistry:
         )
         with self._sessions.begin() as session:
             session.add(row)
+            if checked_webhook is not None and webhook_secret is not None:
+                session.flush()  # the client row first: the webhook refers to it
+                put_in(session, row.client_id, checked_webhook, webhook_secret, now=now)
             append_in(
                 session, AuditEvent.CLIENT_REGISTERED, at=now, actor="operator", subject=f"client:{row.client_id}",
                 details={"auth_method": method.value, "scopes": list(checked_scopes)},
             )
         self._cache.clear()
-        return RegisteredClient(client=_info(row), client_secret=secret)
+        return RegisteredClient(client=_info(row), client_secret=secret, webhook_secret=webhook_secret)
 
     def get(self, client_id: str) -> ClientInfo | None:
         """The client registered as ``client_id``, or None (as of at most ``cache_ttl`` ago)."""
@@ -339,6 +349,16 @@ def _check_post_logout_redirect_uris(uris: Sequence[str]) -> tuple[str, ...]:
         except InvalidRedirectUri as exc:
             raise InvalidClientMetadata("post_logout_redirect_uris", exc.message) from None
     return tuple(dict.fromkeys(uris))
+
+
+def _check_webhook_url(url: str | None) -> str | None:
+    """https, or http on a loopback host, as for redirect URIs (``idp.webhooks.check_webhook_url``)."""
+    if url is None:
+        return None
+    try:
+        return check_webhook_url(url)
+    except InvalidWebhookUrl as exc:
+        raise InvalidClientMetadata("webhook_url", str(exc)) from None
 
 
 def _split_uri(uri: str, field: str) -> SplitResult:

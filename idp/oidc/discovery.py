@@ -6,12 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from idp.ceremonies.transactions import ACR_SMARTPHONE_SE
-from idp.oidc.authorization import ATTRIBUTE_SCOPES, UI_LOCALES
+from idp.oidc.authorization import ATTRIBUTE_SCOPES, SIGN_SCOPE, UI_LOCALES
 from idp.oidc.claims import EVIDENCE_TYPE, TRUST_FRAMEWORK
 from idp.oidc.keys import ALGORITHMS
 from idp.oidc.provider import ENDPOINTS
 from idp.oidc.server import AUTH_METHODS
 from idp.signing.authorization_details import DOCUMENT_SIGNATURE
+from idp.signing.http import SIGNING_VERIFY_PATH, TIMESTAMPING_PATH
+from idp.signing.results_http import SIGNING_RESULTS_PATH
 
 __all__ = ["ACR_VALUES", "END_SESSION_PATH", "provider_metadata"]
 
@@ -28,7 +30,7 @@ def provider_metadata(issuer: str) -> dict[str, Any]:
         "issuer": issuer,
         **{name: issuer + path for name, path in ENDPOINTS.items()},
         "end_session_endpoint": issuer + END_SESSION_PATH,
-        "scopes_supported": ["openid", *ATTRIBUTE_SCOPES],
+        "scopes_supported": ["openid", *ATTRIBUTE_SCOPES, SIGN_SCOPE],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token"],
@@ -55,4 +57,9 @@ def provider_metadata(issuer: str) -> dict[str, Any]:
         "claims_in_verified_claims_supported": attribute_claims,
         # RFC 9396 §10: the authorization details types a pushed request may carry (docs/signing.md).
         "authorization_details_types_supported": [DOCUMENT_SIGNATURE],
+        # Not registered metadata (RFC 8414 §2 allows more): where an RP reads its signing results,
+        # where anyone verifies a signature, and the RFC 3161 timestamping unit (docs/signing.md).
+        "signing_results_endpoint": issuer + SIGNING_RESULTS_PATH,
+        "signing_verification_endpoint": issuer + SIGNING_VERIFY_PATH,
+        "timestamping_endpoint": issuer + TIMESTAMPING_PATH,
     }

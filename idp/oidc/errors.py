@@ -16,10 +16,11 @@ from authlib.oauth2.rfc6749.errors import (
     OAuth2Error,
     UnsupportedResponseTypeError,
 )
-from authlib.oidc.core.errors import LoginRequiredError, RequestNotSupportedError
+from authlib.oidc.core.errors import InteractionRequiredError, LoginRequiredError, RequestNotSupportedError
 
 __all__ = [
     "AccessDeniedError",
+    "InteractionRequiredError",
     "InvalidClientError",
     "InvalidGrantError",
     "InvalidRequestError",

@@ -127,6 +127,10 @@ class _Endpoints:
             error.redirect_uri, error.state = None, None
             return _oauth_error_json(error)
         request_uri = provider.pushed.push(authorization)
+        if authorization.signing is not None:  # a client with a webhook hears how the request ends
+            current_app.extensions[SIGNING_FLOW_EXTENSION].pushed(
+                authorization.signing, client_id=client.client_id, request_uri=request_uri,
+            )
         return _json({"request_uri": request_uri, "expires_in": int(provider.pushed.ttl.total_seconds())}, 201)
 
     def end_session(self) -> Response:

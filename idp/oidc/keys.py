@@ -15,10 +15,19 @@ tokens it signed have expired) and ``retired`` (gone from the JWK Set). An insta
 manifest (the single-file layout of ``init_signing_keys``) has one current key per algorithm;
 the first rotation writes the manifest around its files.
 
-At rest a private key is plain PKCS#8 PEM (mode 0600) unless a key-encryption key (KEK) is set
-in the environment, ``IDP_KEK`` (base64 of 32 bytes) or ``IDP_KEK_FILE`` (a file holding that
-base64): then ``idp keys rotate`` seals the PEM with AES-256-GCM under the KEK, with the key id
-as associated data, so a sealed file moved to another key's name does not open.
+At rest (``idp.store.key_files``) a private key is plain PKCS#8 PEM (mode 0600) unless a
+key-encryption key (KEK) is set in the environment, ``IDP_KEK`` (base64 of 32 bytes) or
+``IDP_KEK_FILE`` (a file holding that base64): then ``init_signing_keys`` and
+``rotate_signing_key`` seal each new key with AES-256-GCM under the KEK, with the key id as
+associated data, so a sealed file moved to another key's name does not open; the pairwise secret
+is sealed with its place, ``keys/pairwise.secret``. ``seal_signing_keys`` (``idp keys encrypt``)
+seals an existing instance's plain keys.
+
+Writers of the keys directory (rotation, sealing) hold an exclusive lock on it, so two
+``idp keys rotate`` run one after the other and each sees the other's manifest. A rotation also
+*prunes* the retired keys (past ``retire_after`` since their successor started): their private
+files are deleted and the manifest keeps only their public JWK, for verifying signed-document
+assertions (which do not expire) in ``KeyStore.verification_jwks``.
 
 ``KeyStore`` re-reads the manifest when it changes (checked at most every ``RELOAD_INTERVAL``
 by the provider's clock), so a rotation reaches running workers without a restart. Its JWK Set
@@ -27,27 +36,25 @@ holds public parts only, and its repr shows key ids, never key material.
 
 from __future__ import annotations
 
-import base64
-import binascii
+import dataclasses
 import json
-import os
 import secrets
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from joserfc.jwk import ECKey, RSAKey
 
 from idp.clock import SystemClock
+from idp.store import key_files
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
     from idp.clock import Clock
     from idp.settings import Settings
@@ -58,6 +65,7 @@ __all__ = [
     "KeyStatus",
     "KeyStore",
     "ManagedKey",
+    "PrunedKey",
     "RotationRefused",
     "SigningKey",
     "SigningKeysMissing",
@@ -65,21 +73,23 @@ __all__ = [
     "kek_from_environment",
     "key_statuses",
     "managed_keys",
+    "open_at_start_up",
     "rotate_signing_key",
+    "seal_signing_keys",
 ]
 
 ALGORITHMS = ("ES256", "RS256")
 """The JWS algorithms the portal signs with, default first."""
 RSA_KEY_BITS = 2048
 PAIRWISE_SECRET_BYTES = 32
-KEK_BYTES = 32
-"""AES-256: the key-encryption key is 32 random bytes."""
+KEK_BYTES = key_files.KEK_BYTES
 RELOAD_INTERVAL = timedelta(seconds=5)
 """The longest a worker keeps using a manifest it read before looking for a rotation."""
 _FILES = {"ES256": "es256.key.pem", "RS256": "rs256.key.pem"}
 _PAIRWISE_FILE = "pairwise.secret"
+_PAIRWISE_PURPOSE = "keys/pairwise.secret"
+"""The pairwise secret's associated data when sealed: its place in the instance."""
 _MANIFEST = "manifest.json"
-_NONCE_BYTES = 12
 _SINCE_EVER = datetime(1970, 1, 1, tzinfo=UTC)
 """The publication and start time of a key from the single-file layout: it has always signed."""
 
@@ -88,8 +98,11 @@ class SigningKeysMissing(RuntimeError):
     """The instance has no signing keys, or a key file is unreadable: run ``idp init``."""
 
 
-class KeyEncryptionKeyError(SigningKeysMissing):
-    """The key-encryption key is malformed, missing for sealed keys, or not the one that sealed them."""
+class KeyEncryptionKeyError(SigningKeysMissing, key_files.KeyEncryptionKeyError):
+    """The key-encryption key is malformed, missing for sealed keys, or not the one that sealed them.
+
+    Both a SigningKeysMissing and the ``key_files.KeyEncryptionKeyError`` every key loader raises.
+    """
 
 
 class RotationRefused(RuntimeError):
@@ -154,6 +167,39 @@ class ManagedKey:
 
 
 @dataclass(frozen=True, slots=True)
+class PrunedKey:
+    """A retired key whose private file a rotation deleted: its public JWK stays in the manifest,
+    for verifying old signed-document assertions."""
+
+    alg: str
+    kid: str
+    public_jwk: dict[str, Any]
+    pruned_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest form."""
+        return {"alg": self.alg, "kid": self.kid, "jwk": self.public_jwk, "pruned_at": self.pruned_at.isoformat()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PrunedKey:
+        """Read a pruned entry; ValueError (or KeyError, TypeError) when malformed, private or not its kid."""
+        alg, kid = str(data["alg"]), str(data["kid"])
+        if alg not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {alg!r}")
+        key = ECKey.import_key(data["jwk"]) if alg == "ES256" else RSAKey.import_key(data["jwk"])
+        if key.is_private:
+            raise ValueError(f"pruned key {kid} holds a private part")
+        if key.thumbprint() != kid:
+            raise ValueError(f"pruned key {kid} is not the key of its JWK")
+        return cls(alg=alg, kid=kid, public_jwk=dict(key.as_dict(private=False)), pruned_at=_utc(data["pruned_at"]))
+
+    def signing_key(self) -> SigningKey:
+        """The public key as a SigningKey (it never signs again: only its public JWK is used)."""
+        key = ECKey.import_key(self.public_jwk) if self.alg == "ES256" else RSAKey.import_key(self.public_jwk)
+        return SigningKey(alg=self.alg, kid=self.kid, key=key)
+
+
+@dataclass(frozen=True, slots=True)
 class KeyStatus:
     """A key's state at one moment, and when it stopped signing / leaves the JWK Set (if known)."""
 
@@ -163,51 +209,63 @@ class KeyStatus:
     retires_at: datetime | None
 
 
-def init_signing_keys(instance: Path) -> bool:
+@dataclass(frozen=True, slots=True)
+class _Manifest:
+    keys: list[ManagedKey]
+    pruned: list[PrunedKey]
+
+
+def init_signing_keys(instance: Path, *, kek: bytes | None = None) -> bool:
     """Create the signing keys and the pairwise secret in ``instance/keys`` where missing.
 
-    Idempotent: an existing file is never replaced. Returns whether anything was created.
+    Without ``kek`` they are plain files (``es256.key.pem``, ``rs256.key.pem``,
+    ``pairwise.secret``); with it each is sealed, and the keys are listed in a manifest (the key
+    id is a sealed key's associated data, so only a manifest can name it). Idempotent: an existing
+    key is never replaced, sealed or plain. Returns whether anything was created.
     """
     directory = instance / "keys"
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     created = False
-    for alg, name in _FILES.items():
-        path = directory / name
-        if path.exists():
-            continue
-        _write_new(path, _new_private_pem(alg))
-        created = True
-    pairwise = directory / _PAIRWISE_FILE
-    if not pairwise.exists():
-        _write_new(pairwise, secrets.token_bytes(PAIRWISE_SECRET_BYTES))
-        created = True
+    with key_files.exclusive_lock(directory):
+        if not (directory / _MANIFEST).exists():
+            created = _init_keys(directory, kek)
+        pairwise = directory / _PAIRWISE_FILE
+        if not key_files.key_file_exists(pairwise):
+            key_files.write_key_file(pairwise, secrets.token_bytes(PAIRWISE_SECRET_BYTES),
+                                     purpose=_PAIRWISE_PURPOSE, kek=kek)
+            created = True
     return created
+
+
+def _init_keys(directory: Path, kek: bytes | None) -> bool:
+    """The first key of each algorithm that has none, in an instance without a manifest."""
+    missing = [alg for alg, name in _FILES.items() if not (directory / name).exists()]
+    if kek is None:
+        for alg in missing:
+            key_files.write_new(directory / _FILES[alg], _new_private_pem(alg))
+        return bool(missing)
+    if not missing:
+        return False  # plain keys of an older instance: `idp keys encrypt` seals them
+    entries = [_legacy_entry(directory, alg, name) for alg, name in _FILES.items() if alg not in missing]
+    for alg in missing:
+        pem = _new_private_pem(alg)
+        kid = _import(alg, pem).thumbprint()
+        name = f"{alg.lower()}-{kid}.key.sealed"
+        key_files.write_new(directory / name, key_files.seal(kek, kid, pem))
+        entries.append(ManagedKey(alg=alg, kid=kid, file=name, published_at=_SINCE_EVER, signs_from=_SINCE_EVER,
+                                  encrypted=True))
+    _write_manifest(directory, _Manifest(keys=entries, pruned=[]))
+    return True
 
 
 def kek_from_environment(environ: Mapping[str, str] | None = None) -> bytes | None:
     """The key-encryption key from ``IDP_KEK`` or ``IDP_KEK_FILE``; None when neither is set.
 
     Raises KeyEncryptionKeyError when both are set, the file is unreadable, or the value is not
-    the base64 of exactly 32 bytes: a KEK that is silently ignored would leave keys unsealed.
+    the base64 of exactly 32 bytes (``key_files.kek_from_environment``).
     """
-    env = os.environ if environ is None else environ
-    inline, path = env.get("IDP_KEK", ""), env.get("IDP_KEK_FILE", "")
-    if inline and path:
-        raise KeyEncryptionKeyError("set IDP_KEK or IDP_KEK_FILE, not both")
-    if path:
-        try:
-            inline = Path(path).read_text(encoding="ascii")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise KeyEncryptionKeyError(f"IDP_KEK_FILE {path} cannot be read: {exc}") from exc
-    if not inline:
-        return None
-    try:
-        kek = base64.b64decode(inline.strip(), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise KeyEncryptionKeyError("the KEK (IDP_KEK / IDP_KEK_FILE) is not valid base64") from exc
-    if len(kek) != KEK_BYTES:
-        raise KeyEncryptionKeyError(f"the KEK (IDP_KEK / IDP_KEK_FILE) must be {KEK_BYTES} bytes, not {len(kek)}")
-    return kek
+    with _as_signing_key_errors():
+        return key_files.kek_from_environment(environ)
 
 
 def managed_keys(instance: Path) -> list[ManagedKey]:
@@ -215,14 +273,20 @@ def managed_keys(instance: Path) -> list[ManagedKey]:
 
     Raises SigningKeysMissing when the manifest or a single-file key cannot be read.
     """
-    directory = instance / "keys"
+    return _read_manifest(instance / "keys").keys
+
+
+def _read_manifest(directory: Path) -> _Manifest:
     manifest = directory / _MANIFEST
     try:
         if manifest.exists():
             document = json.loads(manifest.read_text(encoding="utf-8"))
-            return [ManagedKey.from_json(entry) for entry in document["keys"]]
-        return [_legacy_entry(directory, alg, name) for alg, name in _FILES.items()]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+            return _Manifest(
+                keys=[ManagedKey.from_json(entry) for entry in document["keys"]],
+                pruned=[PrunedKey.from_json(entry) for entry in document.get("pruned", [])],
+            )
+        return _Manifest(keys=[_legacy_entry(directory, alg, name) for alg, name in _FILES.items()], pruned=[])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SigningKeysMissing(f"{directory} holds no usable signing keys: run `idp init` ({exc})") from exc
 
 
@@ -248,32 +312,111 @@ def key_statuses(keys: list[ManagedKey], *, now: datetime, retire_after: timedel
 
 def rotate_signing_key(
     instance: Path, *, alg: str, now: datetime, overlap: timedelta, kek: bytes | None,
+    retire_after: timedelta | None = None,
 ) -> ManagedKey:
     """Publish a new ``next`` key for ``alg`` that starts signing ``overlap`` after ``now``.
 
+    Holds the keys directory's lock throughout, so concurrent rotations serialize. Opens every
+    key of the manifest first: a KEK that does not open the instance's sealed keys (or no KEK for
+    them) is refused before anything is written, as the portal could not load a key it sealed.
     Writes the key file (sealed when ``kek`` is given), then replaces the manifest atomically, so
-    a failure leaves the old manifest in force. An instance in the single-file layout gets its
-    manifest here. Raises RotationRefused for an unknown algorithm or while a next key of the
-    algorithm is still pending (two pending keys would give RPs a key that never signs).
+    a failure leaves the old manifest in force. With ``retire_after`` (the ID token lifetime),
+    keys retired at ``now`` are pruned: the manifest keeps their public JWK and their private
+    files are deleted. An instance in the single-file layout gets its manifest here. Raises
+    RotationRefused for an unknown algorithm or while a next key of the algorithm is still
+    pending (two pending keys would give RPs a key that never signs); SigningKeysMissing (or
+    KeyEncryptionKeyError) when the instance's keys do not open.
     """
     if alg not in ALGORITHMS:
         raise RotationRefused(f"unknown algorithm {alg!r}: one of {', '.join(ALGORITHMS)}")
-    keys = managed_keys(instance)
-    pending = [key for key in keys if key.alg == alg and key.signs_from > now]
-    if pending:
-        raise RotationRefused(
-            f"{alg} key {pending[0].kid} is still next (it signs from {pending[0].signs_from.isoformat()}): "
-            "rotate again after that",
-        )
-    pem = _new_private_pem(alg)
-    kid = _import(alg, pem).thumbprint()
     directory = instance / "keys"
-    name = f"{alg.lower()}-{kid}.key.{'sealed' if kek is not None else 'pem'}"
-    _write_new(directory / name, _seal(kek, kid, pem) if kek is not None else pem)
-    added = ManagedKey(alg=alg, kid=kid, file=name, published_at=now, signs_from=now + overlap,
-                       encrypted=kek is not None)
-    _write_manifest(directory, [*keys, added])
+    if not directory.is_dir():
+        raise SigningKeysMissing(f"{directory} holds no usable signing keys: run `idp init`")
+    with key_files.exclusive_lock(directory):
+        manifest = _read_manifest(directory)
+        opened = {entry.kid: _open_entry(directory, entry, kek) for entry in manifest.keys}
+        pending = [key for key in manifest.keys if key.alg == alg and key.signs_from > now]
+        if pending:
+            raise RotationRefused(
+                f"{alg} key {pending[0].kid} is still next (it signs from {pending[0].signs_from.isoformat()}): "
+                "rotate again after that",
+            )
+        retired = [] if retire_after is None else [
+            status.key for status in key_statuses(manifest.keys, now=now, retire_after=retire_after)
+            if status.state is KeyState.RETIRED
+        ]
+        pem = _new_private_pem(alg)
+        kid = _import(alg, pem).thumbprint()
+        name = f"{alg.lower()}-{kid}.key.{'sealed' if kek is not None else 'pem'}"
+        key_files.write_new(directory / name, key_files.seal(kek, kid, pem) if kek is not None else pem)
+        added = ManagedKey(alg=alg, kid=kid, file=name, published_at=now, signs_from=now + overlap,
+                           encrypted=kek is not None)
+        pruned = [
+            PrunedKey(alg=key.alg, kid=key.kid, public_jwk=dict(opened[key.kid].key.as_dict(private=False)),
+                      pruned_at=now)
+            for key in retired
+        ]
+        _write_manifest(directory, _Manifest(
+            keys=[*(key for key in manifest.keys if key not in retired), added],
+            pruned=[*manifest.pruned, *pruned],
+        ))
+        for key in retired:  # after the manifest: no reader is ever sent to a deleted file
+            key_files.remove_file(directory / key.file)
     return added
+
+
+def seal_signing_keys(instance: Path, *, kek: bytes) -> list[str]:
+    """Seal the instance's plain token-signing keys and pairwise secret under ``kek``
+    (``idp keys encrypt``); returns the plain files sealed, as ``keys/<name>``.
+
+    Idempotent and safe to re-run after a crash: each sealed file is written atomically beside
+    its plain one, then the manifest names the sealed files, and only then are the plain ones
+    removed. Keys sealed already must open with ``kek`` (one KEK per instance), else
+    KeyEncryptionKeyError and nothing is written. An instance in the single-file layout gets its
+    manifest here. Raises SigningKeysMissing when a key does not hold the key id its manifest names.
+    """
+    directory = instance / "keys"
+    if not directory.is_dir():
+        return []
+    sealed: list[str] = []
+    with key_files.exclusive_lock(directory), _as_signing_key_errors():
+        manifest = _read_manifest(directory)
+        for entry in manifest.keys:
+            _open_entry(directory, entry, kek)
+        entries: list[ManagedKey] = []
+        for entry in manifest.keys:
+            if entry.encrypted:
+                entries.append(entry)
+                continue
+            target = key_files.seal_copy(directory / entry.file, purpose=entry.kid, kek=kek)
+            entries.append(dataclasses.replace(entry, file=target.name, encrypted=True))
+            sealed.append(f"keys/{entry.file}")
+        if sealed:
+            _write_manifest(directory, _Manifest(keys=entries, pruned=manifest.pruned))
+        for entry in entries:  # the plain forms, of this run and of a run that stopped half-way
+            plain = directory / (entry.file.removesuffix(key_files.SEALED_SUFFIX) + key_files.PLAIN_SUFFIX)
+            if plain.exists():
+                key_files.seal_copy(plain, purpose=entry.kid, kek=kek, sealed=directory / entry.file)
+                key_files.remove_file(plain)
+        if key_files.seal_key_file(directory / _PAIRWISE_FILE, purpose=_PAIRWISE_PURPOSE, kek=kek) is not None:
+            sealed.append(f"keys/{_PAIRWISE_FILE}")
+    return sealed
+
+
+def open_at_start_up(instance: Path, load: Callable[[], object]) -> None:
+    """Open the token-signing keys as the portal starts (``load``: ``OidcProvider.keys``), so a
+    missing or wrong KEK stops the start with KeyEncryptionKeyError naming the file, not the
+    first login; and log ``keys.unencrypted`` naming the instance's plain key files.
+
+    An instance without token-signing keys yet still starts (its PKI serves); ``/readyz``
+    reports the ``signing_keys`` check failing then.
+    """
+    try:
+        load()
+    except SigningKeysMissing as exc:
+        if isinstance(exc, KeyEncryptionKeyError):
+            raise
+    key_files.warn_plain_key_files(instance)
 
 
 class KeyStore:
@@ -297,14 +440,16 @@ class KeyStore:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._retire_after = retire_after
         self._kek = kek if kek is not None else kek_from_environment()
+        pairwise = self._directory / _PAIRWISE_FILE
         try:
-            self._pairwise_secret = (self._directory / _PAIRWISE_FILE).read_bytes()
-        except OSError as exc:
+            secret = key_files.read_key_file(pairwise, purpose=_PAIRWISE_PURPOSE, kek=self._kek)
+        except key_files.KeyEncryptionKeyError as exc:
+            raise KeyEncryptionKeyError(str(exc)) from exc
+        except key_files.KeyFileError as exc:
             raise SigningKeysMissing(f"{self._directory} holds no usable signing keys: run `idp init` ({exc})") from exc
+        self._pairwise_secret = secret.data
         if len(self._pairwise_secret) < PAIRWISE_SECRET_BYTES:
-            raise SigningKeysMissing(
-                f"{self._directory / _PAIRWISE_FILE} is shorter than {PAIRWISE_SECRET_BYTES} bytes",
-            )
+            raise SigningKeysMissing(f"{secret.path} is shorter than {PAIRWISE_SECRET_BYTES} bytes")
         self._checked_at: datetime | None = None
         self._manifest_stamp: int | None = None
         self._load()
@@ -342,10 +487,10 @@ class KeyStore:
         return {"keys": [self._keys[status.key.kid].public_jwk() for status in published]}
 
     def verification_jwks(self) -> dict[str, Any]:
-        """Every key's public JWK, retired ones included: for verifying, offline, a signed-document
-        assertion (which has no expiry) signed by a key that no longer signs."""
+        """Every key's public JWK, retired and pruned ones included: for verifying, offline, a
+        signed-document assertion (which has no expiry) signed by a key that no longer signs."""
         self._reload_if_changed()
-        return {"keys": [key.public_jwk() for key in self._keys.values()]}
+        return {"keys": [key.public_jwk() for key in [*self._keys.values(), *self._pruned]]}
 
     def _now(self) -> datetime:
         return self._clock.now()
@@ -365,25 +510,50 @@ class KeyStore:
 
     def _load(self) -> None:
         stamp = _stamp(self._directory / _MANIFEST)
-        entries = managed_keys(self._directory.parent)
-        keys = {entry.kid: self._open(entry) for entry in entries}
-        self._entries, self._keys, self._manifest_stamp = entries, keys, stamp
+        try:
+            manifest = _read_manifest(self._directory)
+            keys = {entry.kid: _open_entry(self._directory, entry, self._kek) for entry in manifest.keys}
+        except SigningKeysMissing:
+            if _stamp(self._directory / _MANIFEST) == stamp:
+                raise
+            # A rotation replaced the manifest (and pruned a file it named) while we read: read the new one.
+            stamp = _stamp(self._directory / _MANIFEST)
+            manifest = _read_manifest(self._directory)
+            keys = {entry.kid: _open_entry(self._directory, entry, self._kek) for entry in manifest.keys}
+        pruned = [entry.signing_key() for entry in manifest.pruned]
+        self._entries, self._keys, self._pruned, self._manifest_stamp = manifest.keys, keys, pruned, stamp
 
-    def _open(self, entry: ManagedKey) -> SigningKey:
-        path = self._directory / entry.file
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise SigningKeysMissing(f"{path} cannot be read: {exc}") from exc
-        if entry.encrypted:
-            data = _unseal(self._kek, entry.kid, data, path)
-        try:
-            key = _import(entry.alg, data)
-        except ValueError as exc:
-            raise SigningKeysMissing(f"{path} is not a usable {entry.alg} key ({exc})") from exc
-        if key.thumbprint() != entry.kid:
-            raise SigningKeysMissing(f"{path} does not hold key {entry.kid} that the manifest names")
-        return SigningKey(alg=entry.alg, kid=entry.kid, key=key)
+
+def _open_entry(directory: Path, entry: ManagedKey, kek: bytes | None) -> SigningKey:
+    """The private key a manifest entry names, checked to be the key of its kid."""
+    path = directory / entry.file
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SigningKeysMissing(f"{path} cannot be read: {exc}") from exc
+    if entry.encrypted:
+        with _as_signing_key_errors():
+            data = key_files.unseal(kek, entry.kid, data, path=path)
+    try:
+        key = _import(entry.alg, data)
+    except ValueError as exc:
+        raise SigningKeysMissing(f"{path} is not a usable {entry.alg} key ({exc})") from exc
+    if key.thumbprint() != entry.kid:
+        raise SigningKeysMissing(f"{path} does not hold key {entry.kid} that the manifest names")
+    return SigningKey(alg=entry.alg, kid=entry.kid, key=key)
+
+
+@contextmanager
+def _as_signing_key_errors() -> Iterator[None]:
+    """``key_files`` errors as this module's: KeyEncryptionKeyError, else SigningKeysMissing."""
+    try:
+        yield
+    except KeyEncryptionKeyError:
+        raise
+    except key_files.KeyEncryptionKeyError as exc:
+        raise KeyEncryptionKeyError(str(exc)) from exc
+    except key_files.KeyFileError as exc:
+        raise SigningKeysMissing(str(exc)) from exc
 
 
 def _new_private_pem(alg: str) -> bytes:
@@ -406,29 +576,12 @@ def _legacy_entry(directory: Path, alg: str, name: str) -> ManagedKey:
     return ManagedKey(alg=alg, kid=kid, file=name, published_at=_SINCE_EVER, signs_from=_SINCE_EVER, encrypted=False)
 
 
-def _seal(kek: bytes, kid: str, pem: bytes) -> bytes:
-    """AES-256-GCM over the PEM with the kid as associated data: nonce || ciphertext+tag."""
-    nonce = secrets.token_bytes(_NONCE_BYTES)
-    return nonce + AESGCM(kek).encrypt(nonce, pem, kid.encode("ascii"))
-
-
-def _unseal(kek: bytes | None, kid: str, sealed: bytes, path: Path) -> bytes:
-    if kek is None:
-        raise KeyEncryptionKeyError(f"{path} is encrypted: set IDP_KEK or IDP_KEK_FILE to the key-encryption key")
-    try:
-        return AESGCM(kek).decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], kid.encode("ascii"))
-    except InvalidTag as exc:
-        raise KeyEncryptionKeyError(
-            f"{path} does not open with this KEK (IDP_KEK / IDP_KEK_FILE): a wrong key",
-        ) from exc
-
-
-def _write_manifest(directory: Path, keys: list[ManagedKey]) -> None:
+def _write_manifest(directory: Path, manifest: _Manifest) -> None:
     """Replace the manifest atomically (write a new file, fsync, rename over the old one)."""
-    body = json.dumps({"keys": [key.to_json() for key in keys]}, indent=2).encode("utf-8")
-    temporary = directory / f".{_MANIFEST}.{secrets.token_hex(8)}"
-    _write_new(temporary, body)
-    temporary.replace(directory / _MANIFEST)
+    document: dict[str, Any] = {"keys": [key.to_json() for key in manifest.keys]}
+    if manifest.pruned:
+        document["pruned"] = [key.to_json() for key in manifest.pruned]
+    key_files.replace_file(directory / _MANIFEST, json.dumps(document, indent=2).encode("utf-8"))
 
 
 def _stamp(path: Path) -> int | None:
@@ -447,13 +600,3 @@ def _utc(value: object) -> datetime:
     if moment.tzinfo is None:
         raise ValueError(f"time {value!r} has no time zone")
     return moment.astimezone(UTC)
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    """Create ``path`` with mode 0600; an existing file is never replaced."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    path.chmod(0o600)

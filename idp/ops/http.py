@@ -91,7 +91,8 @@ def _blueprint(services: Services) -> Blueprint:
     checks: dict[str, health.Check] = {
         "database": health.database_check(services.sessions),
         "ephemeral_store": health.ephemeral_check(services.ephemeral),
-        "signing_keys": health.signing_keys_check(lambda: services.oidc.keys),
+        # Late: the property loads the keys; jwks() reloads a rotated manifest.
+        "signing_keys": health.signing_keys_check(lambda: services.oidc.keys.jwks()),  # noqa: PLW0108
         "ca_keys": health.ca_keys_check(lambda: services.pki.authorities, now=clock.now),
         "jlis_crls": health.jlis_crls_check(services.sessions, configured=bool(settings.pki.jlis_roots),
                                             now=clock.now),

@@ -49,6 +49,7 @@ __all__ = [
     "signature_created",
     "token_granted",
     "token_rejected",
+    "webhook_delivery",
 ]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -56,6 +57,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 CeremonyKind = Literal["login", "enrollment", "signing"]
 Outcome = Literal["approved", "declined"]
+WebhookOutcome = Literal["delivered", "retrying", "failed"]
 
 disable_created_metrics()  # type: ignore[no-untyped-call] # the *_created series double what is exposed and tell an operator nothing
 
@@ -94,6 +96,10 @@ _UNAVAILABLE = Counter(
 _SIGNATURES = Counter(
     "myna_signatures", "Document signatures completed, by kind (cades, pades).", ["kind"], registry=REGISTRY,
 )
+_WEBHOOKS = Counter(
+    "myna_webhook_deliveries", "Webhook delivery attempts, by outcome (delivered, retrying, failed).",
+    ["outcome"], registry=REGISTRY,
+)
 _REQUEST_SECONDS = Histogram(
     "myna_http_request_duration_seconds", "Time to answer a request, by Flask endpoint.",
     ["endpoint"], registry=REGISTRY,
@@ -103,7 +109,7 @@ _RESPONSES = Counter(
     "myna_http_responses", "Responses, by Flask endpoint and status code.", ["endpoint", "status"], registry=REGISTRY,
 )
 _OWN = (_CEREMONIES_STARTED, _CEREMONIES_COMPLETED, _CEREMONIES_REJECTED, _ENROLLMENTS, _TOKENS_GRANTED,
-        _TOKENS_REJECTED, _RATE_LIMITED, _UNAVAILABLE, _SIGNATURES, _REQUEST_SECONDS, _RESPONSES)
+        _TOKENS_REJECTED, _RATE_LIMITED, _UNAVAILABLE, _SIGNATURES, _WEBHOOKS, _REQUEST_SECONDS, _RESPONSES)
 
 
 def ceremony_started(kind: CeremonyKind) -> None:
@@ -150,6 +156,11 @@ def dependency_unavailable(dependency: str) -> None:
 def signature_created(kind: Literal["cades", "pades"]) -> None:
     """A document signature was assembled and its assertion issued."""
     _SIGNATURES.labels(kind).inc()
+
+
+def webhook_delivery(outcome: WebhookOutcome) -> None:
+    """A webhook attempt ended: delivered (2xx), retrying later, or failed for good."""
+    _WEBHOOKS.labels(outcome).inc()
 
 
 class _EndpointSeries:

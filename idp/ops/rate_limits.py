@@ -6,6 +6,7 @@ request, expiring with its window): every worker and host counts in the same pla
 
 - ``authorize``: login pages opened, per source address;
 - ``token_address``: token requests per source address, before client authentication;
+- ``par_address``: pushed authorization requests per source address, before client authentication;
 - ``token_client`` / ``par_client``: token and pushed requests per authenticated client;
 - ``device``: device API requests per source address;
 - the person lock: ``failed_approvals`` refused approvals for one person within
@@ -126,7 +127,8 @@ def register_rate_limits(app: Flask, rate_limiter: RateLimiter) -> None:
     app.extensions[EXTENSION] = rate_limiter
     settings = rate_limiter.settings
     by_path = {"/authorize": ("authorize", settings.authorize_per_address),
-               "/token": ("token_address", settings.token_per_address)}
+               "/token": ("token_address", settings.token_per_address),
+               "/par": ("par_address", settings.par_per_address)}
 
     @app.before_request
     def _count_address() -> Response | None:

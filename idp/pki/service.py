@@ -2,7 +2,10 @@
 
 ``init_pki`` makes them once, into the instance directory (``<instance>/pki/<name>.key.pem``,
 mode 0600, and ``<name>.crt.pem``), and beside them the key and certificate of the portal's
-timestamping unit (RFC 3161), issued by the root, in ``<instance>/tsa/``. ``PortalPki`` loads
+timestamping unit (RFC 3161), issued by the root, in ``<instance>/tsa/``. With a key-encryption
+key (``idp.store.key_files``) each key is sealed instead (``<name>.key.sealed``, its place
+``pki/<name>.key`` as associated data); ``seal_pki_keys`` (``idp keys encrypt``) seals the keys
+of an instance made without one. ``PortalPki`` loads
 them once per application and offers what the rest of the portal needs: issuing and revoking
 smartphone certificates, the published CRL of each CA (RFC 5280 §5), OCSP answers (RFC 6960)
 for both, and the timestamping unit's key for ``idp.signing``.
@@ -15,7 +18,6 @@ certvalidator's ``require`` mode, ``openssl verify -crl_check_all``) finds it.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,6 +51,7 @@ from idp.pki.profiles import (
 from idp.pki.records import PublishedCrlRecord, SqlCertificateRegistry
 from idp.pki.registry import CertificateRef, CertificateStatus, RegistryError
 from idp.settings import Settings
+from idp.store import key_files
 
 __all__ = [
     "CA_LIFETIME",
@@ -64,6 +67,8 @@ __all__ = [
     "crl_url",
     "init_pki",
     "ocsp_url",
+    "open_pki_keys",
+    "seal_pki_keys",
 ]
 
 ROOT_NAME = PORTAL_ROOT.name
@@ -105,22 +110,23 @@ def ocsp_url(issuer_url: str) -> str:
     return f"{issuer_url}/pki/ocsp"
 
 
-def init_pki(instance: Path, *, issuer_url: str, now: datetime) -> bool:
+def init_pki(instance: Path, *, issuer_url: str, now: datetime, kek: bytes | None = None) -> bool:
     """Create the portal root and the smartphone CA in ``instance/pki``, and the timestamping
-    unit in ``instance/tsa``, where they are missing.
+    unit in ``instance/tsa``, where they are missing; each new key sealed under ``kek`` if given.
 
     Idempotent: a pair whose key and certificate are both present is kept as it is. Returns whether
     anything was created. Raises PkiSetupError when only one file of a pair is present (it is
     never overwritten), when a key does not fit its certificate, or when the smartphone CA or the
-    timestamping unit would need a new root while its own files exist.
+    timestamping unit would need a new root while its own files exist; KeyEncryptionKeyError
+    when a sealed key does not open with ``kek``.
     """
     directory = instance / "pki"
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     tsa_directory = instance / "tsa"
     tsa_directory.mkdir(mode=0o700, exist_ok=True)
-    root = _load_pair(directory, ROOT_NAME)
-    ca = _load_pair(directory, SMARTPHONE_CA_NAME)
-    tsa = _load_pair(tsa_directory, TSA_NAME)
+    root = _load_pair(directory, ROOT_NAME, kek=kek)
+    ca = _load_pair(directory, SMARTPHONE_CA_NAME, kek=kek)
+    tsa = _load_pair(tsa_directory, TSA_NAME, kek=kek)
     if root is None and ca is not None:
         raise PkiSetupError("the smartphone CA exists but the portal root does not; restore the root's files")
     if root is None and tsa is not None:
@@ -138,7 +144,7 @@ def init_pki(instance: Path, *, issuer_url: str, now: datetime) -> bool:
             not_after=now + ROOT_LIFETIME,
         )
         root = Issuer(certificate, key)
-        _store_pair(directory, ROOT_NAME, root)
+        _store_pair(directory, ROOT_NAME, root, kek=kek)
         created = True
     if ca is None:
         key = generate_key(KeyAlgorithm.EC_P256)
@@ -152,12 +158,46 @@ def init_pki(instance: Path, *, issuer_url: str, now: datetime) -> bool:
             crl_url=crl_url(issuer_url, ROOT_NAME),
             ocsp_url=ocsp_url(issuer_url),
         )
-        _store_pair(directory, SMARTPHONE_CA_NAME, Issuer(certificate, key))
+        _store_pair(directory, SMARTPHONE_CA_NAME, Issuer(certificate, key), kek=kek)
         created = True
     if tsa is None:
-        _store_pair(tsa_directory, TSA_NAME, _new_timestamping_unit(root, issuer_url=issuer_url, now=now))
+        _store_pair(tsa_directory, TSA_NAME, _new_timestamping_unit(root, issuer_url=issuer_url, now=now), kek=kek)
         created = True
     return created
+
+
+def open_pki_keys(instance: Path, *, kek: bytes | None) -> tuple[Issuer, Issuer, Issuer]:
+    """The portal root, the smartphone CA and the timestamping unit, keys opened with ``kek``.
+
+    Raises PkiNotInitialised when one is missing, PkiSetupError when its files are inconsistent,
+    KeyEncryptionKeyError (naming the file) when a sealed key does not open with ``kek``.
+    """
+    directory = instance / "pki"
+    root = _load_pair(directory, ROOT_NAME, kek=kek)
+    ca = _load_pair(directory, SMARTPHONE_CA_NAME, kek=kek)
+    if root is None or ca is None:
+        raise PkiNotInitialised(f"{directory} holds no portal CAs: run `idp init`")
+    timestamping = _load_pair(instance / "tsa", TSA_NAME, kek=kek)
+    if timestamping is None:
+        raise PkiNotInitialised(f"{instance / 'tsa'} holds no timestamping unit: run `idp init`")
+    return root, ca, timestamping
+
+
+def seal_pki_keys(instance: Path, *, kek: bytes) -> list[str]:
+    """Seal the plain keys of the portal's CAs and timestamping unit under ``kek`` (``idp keys
+    encrypt``); returns the plain files sealed, relative to the instance.
+
+    Each key is checked first to open and fit its certificate (``open_pki_keys``), then sealed
+    atomically (``key_files.seal_key_file``); idempotent. Raises as ``open_pki_keys``.
+    """
+    open_pki_keys(instance, kek=kek)
+    sealed = []
+    for directory, name in ((instance / "pki", ROOT_NAME), (instance / "pki", SMARTPHONE_CA_NAME),
+                            (instance / "tsa", TSA_NAME)):
+        key_path, _ = _paths(directory, name)
+        if key_files.seal_key_file(key_path, purpose=_purpose(key_path), kek=kek) is not None:
+            sealed.append(f"{directory.name}/{key_path.name}")
+    return sealed
 
 
 def _new_timestamping_unit(root: Issuer, *, issuer_url: str, now: datetime) -> Issuer:
@@ -187,19 +227,17 @@ class _Published:
 class PortalPki:
     """The portal's two CAs, their records, CRLs and OCSP responder. One per application.
 
-    Certificates and keys are read from the instance directory once, here; records, CRLs and
-    statuses are read from the database on each call, so every worker sees every revocation.
+    Certificates and keys are read from the instance directory once, here (sealed keys opened
+    with ``kek``, by default the environment's: a wrong or missing KEK raises
+    KeyEncryptionKeyError naming the file); records, CRLs and statuses are read from the
+    database on each call, so every worker sees every revocation.
     """
 
-    def __init__(self, *, settings: Settings, sessions: sessionmaker[Session], clock: Clock) -> None:
-        directory = settings.instance / "pki"
-        root = _load_pair(directory, ROOT_NAME)
-        ca = _load_pair(directory, SMARTPHONE_CA_NAME)
-        if root is None or ca is None:
-            raise PkiNotInitialised(f"{directory} holds no portal CAs: run `idp init`")
-        timestamping = _load_pair(settings.instance / "tsa", TSA_NAME)
-        if timestamping is None:
-            raise PkiNotInitialised(f"{settings.instance / 'tsa'} holds no timestamping unit: run `idp init`")
+    def __init__(
+        self, *, settings: Settings, sessions: sessionmaker[Session], clock: Clock, kek: bytes | None = None,
+    ) -> None:
+        opened_with = kek if kek is not None else key_files.kek_from_environment()
+        root, ca, timestamping = open_pki_keys(settings.instance, kek=opened_with)
         self.timestamping = timestamping
         """The timestamping unit's key and certificate (issued by the root, which answers for it)."""
         self._settings = settings
@@ -411,19 +449,31 @@ def _paths(directory: Path, name: str) -> tuple[Path, Path]:
     return directory / f"{name}.key.pem", directory / f"{name}.crt.pem"
 
 
-def _load_pair(directory: Path, name: str) -> Issuer | None:
-    """The CA ``name`` from its files; None when neither file exists."""
+def _purpose(key_path: Path) -> str:
+    """A CA key's associated data when sealed: its place in the instance, ``pki/portal-root.key``."""
+    return f"{key_path.parent.name}/{key_path.name.removesuffix('.pem')}"
+
+
+def _load_pair(directory: Path, name: str, *, kek: bytes | None) -> Issuer | None:
+    """The CA ``name`` from its files (the key sealed or plain); None when neither file exists.
+
+    Raises KeyEncryptionKeyError, naming the file, when a sealed key does not open with ``kek``.
+    """
     key_path, certificate_path = _paths(directory, name)
-    present = [path.exists() for path in (key_path, certificate_path)]
+    present = [key_files.key_file_exists(key_path), certificate_path.exists()]
     if not any(present):
         return None
     if not all(present):
         missing = certificate_path if present[0] else key_path
         raise PkiSetupError(f"{missing} is missing while its pair is present; restore it, it is never recreated")
     try:
-        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        opened = key_files.read_key_file(key_path, purpose=_purpose(key_path), kek=kek)
+        key_path = opened.path
+        key = serialization.load_pem_private_key(opened.data, password=None)
         certificate = x509.load_pem_x509_certificate(certificate_path.read_bytes())
-    except (OSError, ValueError, TypeError) as exc:
+    except key_files.KeyEncryptionKeyError:
+        raise
+    except (OSError, ValueError, TypeError, key_files.KeyFileError) as exc:
         raise PkiSetupError(f"cannot read the {name} key or certificate in {directory}: {exc}") from exc
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise PkiSetupError(f"{key_path} holds neither an RSA nor an EC key")
@@ -436,20 +486,12 @@ def _load_pair(directory: Path, name: str) -> Issuer | None:
     return Issuer(certificate, key)
 
 
-def _store_pair(directory: Path, name: str, issuer: Issuer) -> None:
-    """Write key (mode 0600) and certificate, each created new: an existing file is never replaced."""
+def _store_pair(directory: Path, name: str, issuer: Issuer, *, kek: bytes | None) -> None:
+    """Write key (mode 0600, sealed under ``kek`` if given) and certificate, each created new: an
+    existing file is never replaced."""
     key_path, certificate_path = _paths(directory, name)
     key_pem = issuer.private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption(),
     )
-    _write_new(key_path, key_pem, mode=0o600)
-    _write_new(certificate_path, issuer.certificate.public_bytes(serialization.Encoding.PEM), mode=0o644)
-
-
-def _write_new(path: Path, data: bytes, *, mode: int) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    path.chmod(mode)
+    key_files.write_key_file(key_path, key_pem, purpose=_purpose(key_path), kek=kek)
+    key_files.write_new(certificate_path, issuer.certificate.public_bytes(serialization.Encoding.PEM), mode=0o644)

@@ -12,20 +12,27 @@ keeps the pending states in the ephemeral store, and returns what the phone show
 ``finish`` takes the phone's signatures after its login assertion was verified, assembles and
 verifies every signature, issues one signed-document assertion, and writes the results to the
 database; ``bind`` gives them to the OAuth grant when the RP redeems its code.
+
+A signing transaction has one decision, taken atomically in the ephemeral store (``decide``) by
+whichever comes first of the phone's approval (before ``finish`` stores anything), the phone's
+decline and the browser's cancel: the others follow it, so results are never stored for a
+transaction the browser cancelled, webhook or not.
 """
 
 from __future__ import annotations
 
 import base64
+import enum
 import hashlib
 import json
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from webauthn.helpers import decode_credential_public_key
 from webauthn.helpers.decoded_public_key_to_cryptography import decoded_public_key_to_cryptography
@@ -38,13 +45,16 @@ from idp.signing.errors import Reason, SigningRejected
 from idp.signing.pades import PendingPades
 from idp.signing.results import SignedResult, SigningResults
 from idp.signing.service import SigningService
-from idp.store.ephemeral import KeyValueStore
+from idp.store.ephemeral import EphemeralStore
+from idp.webhooks.outbox import WebhookOutbox
 
 __all__ = [
     "DIGEST_PREFIX_HEX",
     "MAX_DOCUMENTS",
     "MAX_INLINE_PDF_BYTES",
     "SIGNING_FLOW_EXTENSION",
+    "Decision",
+    "LookupRequired",
     "Signer",
     "SigningFlow",
     "documents_shown",
@@ -95,6 +105,19 @@ def granted_details_of(results: Sequence[SignedResult]) -> list[dict[str, Any]]:
     return SignatureRequest(documents=documents).to_json()
 
 
+class Decision(enum.StrEnum):
+    """Who decided a signing transaction (``SigningFlow.decide``)."""
+
+    APPROVE = "approve"
+    DECLINE = "decline"
+    CANCEL = "cancel"
+
+
+class LookupRequired(Exception):
+    """The documents were prepared for a signature certificate the phone no longer has (it renewed
+    its signature key since the lookup): look the transaction up again, then sign what it lists."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Signer:
     """The phone that signs: its device id and keys, as the device directory has them."""
@@ -113,14 +136,17 @@ class SigningFlow:
         self,
         *,
         service: SigningService,
-        ephemeral: KeyValueStore,
+        ephemeral: EphemeralStore,
         results: SigningResults,
         subject: Callable[[str, str], str],
         pending_ttl: timedelta,
         documents_ttl: timedelta,
         clock: Clock,
+        outbox: WebhookOutbox | None = None,
     ) -> None:
-        """``subject(client_id, person_id)``: the pairwise ``sub`` the assertion names."""
+        """``subject(client_id, person_id)``: the pairwise ``sub`` the assertion names; ``outbox``:
+        where the requests of clients with a webhook are announced (``idp.webhooks``)."""
+        self._outbox = outbox
         self._service = service
         self._ephemeral = ephemeral
         self.results = results
@@ -144,6 +170,37 @@ class SigningFlow:
             authorization_details, max_documents=MAX_DOCUMENTS, max_pdf_bytes=MAX_INLINE_PDF_BYTES,
         ))
 
+    def pushed(self, signing: dict[str, Any], *, client_id: str, request_uri: str) -> None:
+        """At PAR, once the request_uri is made: a client with a webhook will hear how the request ends."""
+        if self._outbox is not None:
+            self._outbox.schedule(request_id=signing["id"], client_id=client_id, request_uri=request_uri,
+                                  now=self._clock.now())
+
+    def decline(self, signing: dict[str, Any], *, client_id: str) -> None:
+        """The user declined the request on the phone: announce it. Raises RequestEnded when it was
+        already announced as completed or expired."""
+        if self._outbox is not None:
+            self._outbox.decline(request_id=signing["id"], client_id=client_id, now=self._clock.now())
+
+    def decide(self, transaction_id: str, decision: Decision) -> Decision | None:
+        """Take the transaction's one decision (an atomic ``put_new``): None when this call took
+        it, else the decision taken first (a second approval too finds ``APPROVE`` taken)."""
+        key = _decision_key(transaction_id)
+        while not self._ephemeral.put_new(key, decision.value.encode(), ttl=self._pending_ttl):
+            held = self._ephemeral.get(key)
+            if held is not None:  # else released meanwhile (``reopen``): try again
+                return Decision(held.decode())
+        return None
+
+    def reopen(self, transaction_id: str) -> None:
+        """Give the decision back: the approval that took it failed, the transaction stays open."""
+        self._ephemeral.delete(_decision_key(transaction_id))
+
+    def prepared_for(self, transaction_id: str) -> str | None:
+        """The device id of the phone the transaction's documents were last prepared for, if any."""
+        raw = self._ephemeral.get(_pending_key(transaction_id))
+        return None if raw is None else str(json.loads(raw)["device_id"])
+
     def prepare(self, *, transaction_id: str, signing: dict[str, Any], signer: Signer) -> list[dict[str, Any]]:
         """Phase 1 for every document, with ``signer``'s certificate; what the phone shows and signs.
 
@@ -165,6 +222,7 @@ class SigningFlow:
                 ))
         self._ephemeral.put(_pending_key(transaction_id), json.dumps({
             "device_id": signer.device_id,
+            "certificate": _fingerprint(signer.sign_certificate),
             "pending": [{"format": _format(item), "state": _b64(item.to_bytes())} for item in pending],
         }).encode(), ttl=self._pending_ttl)
         return [
@@ -186,14 +244,18 @@ class SigningFlow:
         signer: Signer,
         signatures: Sequence[bytes],
         release: Sequence[str] = (),
+        deadline: datetime | None = None,
     ) -> list[SignedResult]:
         """Phase 2 for every document, the assertion, and the results written to the database.
 
         Call only after the phone's login assertion verified. Raises SigningRejected:
         MALFORMED (no documents prepared for this phone, or not one signature per document),
-        AUTHENTICATION_KEY, BAD_SIGNATURE, or a certificate reason; nothing is written then.
+        AUTHENTICATION_KEY, BAD_SIGNATURE, or a certificate reason; LookupRequired (the documents
+        were prepared for the phone's previous signature certificate); or RequestEnded (the request
+        was announced as expired or declined meanwhile, or ``deadline``, the transaction's end,
+        has passed while the documents were assembled); nothing is written then.
         """
-        pending = self._pending(transaction_id, device_id=signer.device_id)
+        pending = self._pending(transaction_id, signer=signer)
         if len(signatures) != len(pending) or len(pending) != len(signing["documents"]):
             raise SigningRejected(Reason.MALFORMED, "one document signature per document, in order")
         signed = [self._finish_one(item, signature) for item, signature in zip(pending, signatures, strict=True)]
@@ -212,7 +274,14 @@ class SigningFlow:
                          assertion=assertion)
             for document, (form, output, _verification) in zip(documents, signed, strict=True)
         ]
-        self.results.save(request_id=signing["id"], client_id=client_id, results=results, now=self._clock.now())
+        now = self._clock.now()
+        outbox = self._outbox
+        announce = None if outbox is None else lambda session: outbox.complete(
+            session, request_id=signing["id"], client_id=client_id, now=now, deadline=deadline,
+            documents=[{"label": entry["label"], "hash": entry["digest"]} for entry in signing["documents"]],
+        )
+        self.results.save(request_id=signing["id"], client_id=client_id, results=results, now=now,
+                          device_id=signer.device_id, person_id=signer.person_id, announce=announce)
         self._ephemeral.delete(_pending_key(transaction_id))
         return results
 
@@ -233,13 +302,15 @@ class SigningFlow:
             raise SigningRejected(verification.reason or Reason.MALFORMED, verification.detail)
         return _format(pending), output, verification
 
-    def _pending(self, transaction_id: str, *, device_id: str) -> list[PendingCades | PendingPades]:
+    def _pending(self, transaction_id: str, *, signer: Signer) -> list[PendingCades | PendingPades]:
         raw = self._ephemeral.get(_pending_key(transaction_id))
         if raw is None:
             raise SigningRejected(Reason.MALFORMED, "no documents were prepared: look the transaction up first")
         state = json.loads(raw)
-        if state["device_id"] != device_id:
+        if state["device_id"] != signer.device_id:
             raise SigningRejected(Reason.UNKNOWN_CERTIFICATE, "the documents were prepared for another phone")
+        if state.get("certificate") != _fingerprint(signer.sign_certificate):  # renewed since the lookup
+            raise LookupRequired(transaction_id)
         return [
             PendingCades.from_bytes(base64.b64decode(item["state"])) if item["format"] == "cades"
             else PendingPades.from_bytes(base64.b64decode(item["state"]))
@@ -272,6 +343,14 @@ def _document_key(digest: bytes) -> str:
 
 def _pending_key(transaction_id: str) -> str:
     return f"txn:{transaction_id}:signing"
+
+
+def _decision_key(transaction_id: str) -> str:
+    return f"txn:{transaction_id}:signing-decision"
+
+
+def _fingerprint(certificate: x509.Certificate) -> str:
+    return certificate.fingerprint(hashes.SHA256()).hex()
 
 
 def _b64(data: bytes) -> str:

@@ -29,7 +29,10 @@ from idp.signing.service import SigningService
 from idp.signing.verification import Verification
 from idp.web.problems import BadRequest, RequestTooLarge, UnsupportedMediaType, register_problem_handler
 
-__all__ = ["MAX_TIMESTAMP_QUERY_BYTES", "SIGNING_EXTENSION", "TIMESTAMP_QUERY", "TIMESTAMP_REPLY", "create_blueprint"]
+__all__ = [
+    "MAX_TIMESTAMP_QUERY_BYTES", "SIGNING_EXTENSION", "SIGNING_VERIFY_PATH", "TIMESTAMPING_PATH", "TIMESTAMP_QUERY",
+    "TIMESTAMP_REPLY", "create_blueprint",
+]
 
 SIGNING_EXTENSION = "myna.signing"
 """``app.extensions`` key of the application's ``SigningService`` (for the signing flow)."""
@@ -38,6 +41,8 @@ TIMESTAMP_QUERY = "application/timestamp-query"
 TIMESTAMP_REPLY = "application/timestamp-reply"
 MAX_TIMESTAMP_QUERY_BYTES = 4096
 """A TimeStampReq with a SHA-512 imprint, a nonce and a policy is under 200 bytes."""
+TIMESTAMPING_PATH = "/tsa"
+SIGNING_VERIFY_PATH = "/signing/verify"
 FORM_OVERHEAD = 64 * 1024
 """Room for multipart boundaries and the small fields beside the largest part."""
 SHA256_HEX = 64
@@ -50,7 +55,7 @@ def create_blueprint(service: SigningService, *, settings: Settings, clock: Cloc
     register_problem_handler(blueprint)
     limit = settings.signing.max_document_bytes
 
-    @blueprint.post("/tsa")
+    @blueprint.post(TIMESTAMPING_PATH)
     def timestamp() -> Response:
         # RFC 3161 §3.4: "Content-Type: application/timestamp-query".
         if request.mimetype != TIMESTAMP_QUERY:
@@ -58,7 +63,7 @@ def create_blueprint(service: SigningService, *, settings: Settings, clock: Cloc
         query = _read_body(MAX_TIMESTAMP_QUERY_BYTES)
         return Response(service.timestamps.respond(query, now=clock.now()), mimetype=TIMESTAMP_REPLY)
 
-    @blueprint.post("/signing/verify")
+    @blueprint.post(SIGNING_VERIFY_PATH)
     def verify() -> Response:
         if request.content_length is not None and request.content_length > 2 * limit + FORM_OVERHEAD:
             raise RequestTooLarge(f"a document or signature is at most {limit} bytes")

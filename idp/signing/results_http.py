@@ -26,9 +26,9 @@ from idp.signing.flow import SigningFlow, granted_details_of
 from idp.signing.results import SignedResult
 from idp.web.problems import PROBLEM_BASE, Problem, register_problem_handler
 
-__all__ = ["RESULTS_PATH", "NoSigningResults", "create_results_blueprint"]
+__all__ = ["SIGNING_RESULTS_PATH", "NoSigningResults", "create_results_blueprint"]
 
-RESULTS_PATH = "/signing/v1/results"
+SIGNING_RESULTS_PATH = "/signing/v1/results"
 
 
 class NoSigningResults(Problem):
@@ -44,7 +44,7 @@ def create_results_blueprint(flow: SigningFlow, provider: OidcProvider) -> Bluep
     blueprint = Blueprint("signing_results", __name__)
     register_problem_handler(blueprint)
 
-    @blueprint.get(RESULTS_PATH)
+    @blueprint.get(SIGNING_RESULTS_PATH)
     def results() -> Response:
         token = _bearer_token()
         info = provider.access_tokens.read(token) if token else None

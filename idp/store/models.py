@@ -13,4 +13,5 @@ import idp.ceremonies.records  # persons, their card certificates, devices, fetc
 import idp.oidc.grants_records  # OIDC grants, refresh tokens (hashed), attribute consents
 import idp.oidc.records  # registered OAuth clients
 import idp.pki.records  # certificates, their sources, CRL counters and CRLs
-import idp.signing.records  # noqa: F401 - signed documents and their assertions, per grant
+import idp.signing.records  # signed documents and their assertions, per grant
+import idp.webhooks.records  # noqa: F401 - clients' webhooks and the outbox of signing events

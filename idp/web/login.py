@@ -31,12 +31,12 @@ import segno
 from flask import Blueprint, Flask, current_app, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from idp.ceremonies.approval import ApprovalService
+from idp.ceremonies.device_transactions import APPROVAL_EXTENSION
 from idp.ceremonies.qr import qr_payload, read_qr_payload
 from idp.ceremonies.transactions import (
     AuthorizationRequest,
     LoginTransaction,
-    Outcome,
-    OutcomeKind,
     TransactionState,
     TransactionStatus,
     UnknownTransaction,
@@ -321,7 +321,8 @@ def cancel(transaction_id: str) -> Response:
         return continue_login(transaction_id)
     if not _bound(transaction.browser_binding):
         return error_page("access_denied", "This login was started in another browser.", status=403)
-    if not provider.transactions.settle(transaction, Outcome(kind=OutcomeKind.CANCELLED)):
+    approvals: ApprovalService = current_app.extensions[APPROVAL_EXTENSION]
+    if not approvals.cancel(transaction):
         return continue_login(transaction_id)  # the phone decided first: follow its decision
     return _deny(provider, transaction.request.redirect_uri, transaction.request.state, "the user cancelled the login")
 

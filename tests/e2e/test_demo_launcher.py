@@ -1,10 +1,13 @@
 """``myna-demo`` on free ports: set up from nothing, start the four servers, log in at the demo RP by
-approving on the phone screen over HTTP, then stop it and find every child gone."""
+approving on the phone screen over HTTP, then stop it and find every child gone. Then README's life
+event, moving house, run command for command: the phone is asked to renew its signature key, and the
+shop sees the same ``sub`` with the new address."""
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -15,7 +18,10 @@ from pathlib import Path
 import pytest
 import requests
 
-MYNA_DEMO = Path(sys.executable).parent / "myna-demo"
+BIN = Path(sys.executable).parent
+MYNA_DEMO = BIN / "myna-demo"
+README = Path(__file__).resolve().parents[2] / "README.md"
+OLD_ADDRESS, NEW_ADDRESS = "東京都千代田区永田町1-7-1", "大阪府大阪市北区中之島1-3-20"
 
 
 def free_ports(count: int) -> list[int]:
@@ -95,3 +101,81 @@ def test_the_demo_logs_a_person_in_and_stops_cleanly(tmp_path):
     assert process.returncode == 0, output.read_text(encoding="utf-8")
     assert all(gone(pid) for pid in pids)
     assert output.read_text(encoding="utf-8").count("  stopped ") == 4
+
+
+def readme_life_event() -> list[list[str]]:
+    """The commands of README's "Try a life event: moving house", as a shell would split them."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("#### Try a life event: moving house", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", section, re.DOTALL).group(1)
+    return [shlex.split(line) for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def shop_login(rp_url: str, portal_url: str, phone_url: str, screen: requests.Session, token: str,
+               *, renew: bool = False) -> str:
+    """Log in at the shop in a new browser, approving on the phone screen (renewing the key first when asked)."""
+    browser = requests.Session()
+    login = browser.post(rp_url + "/login", timeout=10)
+    link = re.search(r'id="same-device" href="([^"]+)"', login.text).group(1).replace("&amp;", "&")
+    transaction = screen.post(phone_url + "/scan", timeout=10, data={"form_token": token, "code": link}).text
+    action = re.search(r'action="(/transactions/[^"]+)"', transaction).group(1)
+    answer = screen.post(phone_url + action, timeout=30, data={"form_token": token, "action": "approve"}).text
+    if renew:
+        assert 'data-view="renew"' in answer, answer
+        assert "Your address changed: tap your card to renew the signature key." in answer
+        renewed = screen.post(phone_url + "/signature-key", timeout=30, data={
+            "form_token": token, "card": "taro", "sign_pin": "TARO2024",
+            "transaction_id": action.rsplit("/", 1)[1]}).text
+        assert "Signature key renewed." in renewed, renewed
+        answer = screen.post(phone_url + action, timeout=30, data={"form_token": token, "action": "approve"}).text
+    assert "Approved: Demo Shop" in answer, answer
+    continue_url = re.search(r'data-continue-url="([^"]+)"', login.text).group(1)
+    landed = browser.get(portal_url + continue_url, timeout=20)
+    assert landed.url == rp_url + "/", landed.url
+    return landed.text
+
+
+def cell(page: str, name: str) -> str:
+    return re.search(rf"<th>{name}</th><td>([^<]*)</td>", page).group(1)
+
+
+@pytest.mark.skipif(not MYNA_DEMO.is_file(), reason="myna-demo is not installed (pip install -e .)")
+def test_the_readme_life_event_keeps_the_person_with_the_new_address(tmp_path):
+    commands = readme_life_event()
+    assert [command[0] for command in commands] == [".venv/bin/smartphone", ".venv/bin/myna-demo"]
+    assert commands[0][1:3] == ["card", "move"]
+    assert commands[1][1:] == ["sync"]
+    jlis, portal, rp, phone = free_ports(4)
+    output = tmp_path / "demo.out"
+    with output.open("wb") as sink:  # in tmp_path, as README's commands run in the directory of .demo
+        process = subprocess.Popen(
+            [str(MYNA_DEMO), "--jlis-port", str(jlis), "--portal-port", str(portal), "--rp-port", str(rp),
+             "--phone-port", str(phone)], cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT,
+        )
+    try:
+        text = wait_for_ready(process, output)
+        assert "  myna-demo sync\n" in text
+        portal_url, rp_url, phone_url = (f"http://127.0.0.1:{port}" for port in (portal, rp, phone))
+        screen = requests.Session()
+        home = screen.get(phone_url + "/", timeout=10).text
+        token = form_token(home)
+        enrolled = screen.post(phone_url + "/enroll", timeout=30, data={
+            "form_token": token, "card": "taro", "auth_pin": "1234", "sign_pin": "TARO2024"}).text
+        assert "Enrolled as device" in enrolled, enrolled
+        before = shop_login(rp_url, portal_url, phone_url, screen, token)
+        assert OLD_ADDRESS in cell(before, "address")
+
+        for command in commands:  # exactly README's steps
+            done = subprocess.run([str(BIN / Path(command[0]).name), *command[1:]], cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=120, check=False)
+            assert done.returncode == 0, done.stdout + done.stderr
+        assert "revoked 1 smartphone certificates issued from revoked card certificates" in done.stdout, done.stdout
+
+        after = shop_login(rp_url, portal_url, phone_url, screen, token, renew=True)
+        assert cell(after, "sub") == cell(before, "sub")
+        assert NEW_ADDRESS in cell(after, "address")
+        assert 'id="user-name">山田\u3000太郎<' in after
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    assert process.returncode == 0, output.read_text(encoding="utf-8")

@@ -373,7 +373,7 @@ def login_world(directory: Path, *, admin_database_url: str, redis_url: str, wor
         serving(rp) as rp_url,
     ):
         portal = initialised_portal(sim, directory / "portal", database_url=database_url, redis_url=redis_url)
-        rp_client = portal.add_client("Demo Shop", [f"{rp_url}/callback"])
+        rp_client = portal.add_client("Demo Shop", [f"{rp_url}/callback"], scopes=(*RP_SCOPES, "sign"))  # it signs too
         portal.sync_revocations()
         with portal.serving(workers=workers) as server:
             rp.app = create_rp_app(RpConfig(issuer=portal.url, client_id=rp_client.client_id,

@@ -149,12 +149,13 @@ def subs(portal, rps, phone: Phone) -> tuple[str, str]:
     return tuple(log_in(portal, rp, phone).claims["sub"] for rp in rps)
 
 
-def refused_reason(portal, rp: Rp, phone: Phone, caplog, *, scope: str = "openid") -> str:
-    """Log in with ``phone``, expect 403 ``assertion-rejected``; the reason the portal logged."""
+def refused_reason(portal, rp: Rp, phone: Phone, caplog, *, scope: str = "openid",
+                   problem: str = "assertion-rejected") -> str:
+    """Log in with ``phone``, expect 403 ``problem``; the reason the portal logged."""
     caplog.clear()
     with pytest.raises(PortalError) as refused:
         log_in(portal, rp, phone, scope=scope)
-    assert (refused.value.status, refused.value.type) == (403, PROBLEMS + "assertion-rejected")
+    assert (refused.value.status, refused.value.type) == (403, PROBLEMS + problem)
     reasons = re.findall(r"login\.rejected reason=([a-z_]+)", caplog.text)
     assert len(reasons) == 1, caplog.text
     return reasons[0]
@@ -286,7 +287,8 @@ def test_a_lost_phone_is_suspended_by_the_card_and_resumed_when_found(world, por
     assert subs(portal, rps, phone) == before
     assert standing_consents(portal, person) == consents
     # The old signature key is not trusted again: attributes wait for a new one.
-    assert refused_reason(portal, clinic, phone, caplog, scope=ATTRIBUTES) == "certificate_revoked"
+    assert refused_reason(portal, clinic, phone, caplog, scope=ATTRIBUTES,
+                          problem="signature-key-renewal-required") == "certificate_revoked"
 
     phone.enrollment = reenroll_signature_key(client=phone.client, element=phone.element,
                                               enrollment=phone.enrollment, card=world.state.load_card("taro"),
@@ -421,7 +423,8 @@ def test_a_move_changes_the_address_and_keeps_the_person(world, portal, rps, cap
     assert ocsp_answer(portal, tmp_path, old.enrollment.sign_certificate) == "revoked affiliationChanged"
     assert ocsp_answer(portal, tmp_path, old.enrollment.auth_certificate) == "good"
     assert subs(portal, rps, old) == before  # the user-authentication certificate still stands
-    assert refused_reason(portal, shop, old, caplog, scope=ATTRIBUTES) == "certificate_revoked"
+    assert refused_reason(portal, shop, old, caplog, scope=ATTRIBUTES,
+                          problem="signature-key-renewal-required") == "certificate_revoked"
 
     moved = dataclasses.replace(old, enrollment=reenroll_signature_key(
         client=old.client, element=old.element, enrollment=old.enrollment, card=world.state.load_card("taro"),

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
+from cryptography import x509
 from enrollment_portal import AUTH_PIN, SIGN_PIN, running_portal
 
 from idp.app import services
+from idp.ceremonies.phone_life import PhoneLife
 from idp.cli import main as idp_main
+from idp.clock import SystemClock
 from idp.pki.registry import CertificateState
 from smartphone.portal_client import PortalClient, device_certificates, enroll
 
@@ -81,3 +84,25 @@ def test_an_unknown_phone_is_refused(portal, config):
     refused = idp(config, "phones", "suspend", "no-such-phone")
     assert refused.exit_code == 1
     assert "There is no such phone" in refused.output
+
+
+def test_a_signature_certificate_revoked_meanwhile_does_not_stop_the_suspension(portal, config, phone, monkeypatch):
+    """A sync after a move revokes the signature certificate between the status read and the hold:
+    the phone is still suspended, and the grants issued on it are still revoked."""
+    _client, _element, enrollment = phone
+    pki = services(portal.app).pki
+    revoke = pki.revoke
+    sign_serial = enrollment.sign_certificate.serial_number
+
+    def racing(serial, reason):
+        if serial == sign_serial and reason is x509.ReasonFlags.certificate_hold:
+            revoke(serial, x509.ReasonFlags.affiliation_changed)  # the sync got there first
+        return revoke(serial, reason)
+
+    monkeypatch.setattr(pki, "revoke", racing)
+    revoked_grants = []
+    life = PhoneLife(sessions=services(portal.app).sessions, pki=pki, clock=SystemClock(),
+                     revoke_grants=lambda device_id: revoked_grants.append(device_id) or 0)
+    life.suspend(enrollment.device_id, actor="operator")
+    assert states(portal, enrollment) == (CertificateState.ON_HOLD, CertificateState.REVOKED)
+    assert revoked_grants == [enrollment.device_id]

@@ -296,6 +296,10 @@ def test_discovery_names_the_endpoints_and_the_strict_choices(browser: FlaskClie
     assert metadata["ui_locales_supported"] == ["ja", "en"]
     assert metadata["verified_claims_supported"] is True
     assert metadata["authorization_details_types_supported"] == ["document_signature"]
+    assert metadata["scopes_supported"] == ["openid", "name", "address", "birthdate", "gender", "sign"]
+    assert metadata["signing_results_endpoint"] == metadata["issuer"] + "/signing/v1/results"
+    assert metadata["signing_verification_endpoint"] == metadata["issuer"] + "/signing/verify"
+    assert metadata["timestamping_endpoint"] == metadata["issuer"] + "/tsa"
 
 
 def test_jwks_holds_public_keys_only(browser: FlaskClient) -> None:

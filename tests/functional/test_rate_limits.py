@@ -26,7 +26,8 @@ def clock() -> FixedClock:
 
 def limits(**tight: int) -> LimitsSettings:
     roomy = {"token_per_client": 1000, "token_per_address": 1000, "par_per_client": 1000,
-             "authorize_per_address": 1000, "device_per_address": 1000, "failed_approvals": 1000}
+             "par_per_address": 1000, "authorize_per_address": 1000, "device_per_address": 1000,
+             "failed_approvals": 1000}
     return LimitsSettings(window=WINDOW, **(roomy | tight))
 
 
@@ -154,6 +155,20 @@ def test_pushed_requests_per_client_are_limited(portal_for):
 
     assert push().status_code == 201
     refused = push()
+    assert_retry_after(refused)
+    assert refused.json()["error"] == "temporarily_unavailable"
+
+
+def test_pushed_requests_per_address_are_limited_before_client_authentication(portal_for):
+    portal = portal_for(limits(par_per_address=2))
+    shop = shop_of(portal)
+
+    def push(secret: str) -> requests.Response:
+        return requests.post(f"{portal.url}/par", data={"client_id": shop.client.client_id},
+                             auth=(shop.client.client_id, secret), timeout=10)
+
+    assert [push("wrong").status_code for _ in range(2)] == [401, 401]
+    refused = push(shop.client_secret)  # over the address's limit, even with the right secret
     assert_retry_after(refused)
     assert refused.json()["error"] == "temporarily_unavailable"
 

@@ -25,8 +25,17 @@ def test_migrations_create_exactly_the_grant_models(database_url: str) -> None:
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
             differences = compare_metadata(context, metadata)
-        assert [difference for difference in differences if "oidc_" in repr(difference)] == []
+        assert [difference for difference in differences if "oidc_" in repr(difference)
+                and not _another_table(difference)] == []
         with migration_connection(engine) as connection:
             command.downgrade(alembic_config(connection), "0002")
     finally:
         engine.dispose()
+
+
+def _another_table(difference: object) -> bool:
+    """A table outside the grant models (it may refer to oidc_clients), which the copied metadata lacks."""
+    match difference:
+        case ("remove_table", table):
+            return table.name not in TABLES
+    return False

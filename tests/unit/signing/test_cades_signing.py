@@ -214,7 +214,7 @@ def test_timestamp_from_an_untrusted_unit_is_a_bad_timestamp(world, signature, t
     from idp.signing.timestamping import InProcessTimeStamper, TimestampAuthority  # noqa: PLC0415
 
     init_pki(tmp_path, issuer_url="http://127.0.0.1:9000", now=world.clock.now() - timedelta(days=1))
-    rogue = TimestampAuthority(unit=_load_pair(tmp_path / "tsa", "timestamping"), policy="1.2.3.4")
+    rogue = TimestampAuthority(unit=_load_pair(tmp_path / "tsa", "timestamping", kek=None), policy="1.2.3.4")
     import asyncio  # noqa: PLC0415
 
     value = cms.ContentInfo.load(signature)["content"]["signer_infos"][0]["signature"].native
@@ -260,7 +260,7 @@ def test_signature_by_a_certificate_of_another_pki_is_unknown(world, signature, 
     from idp.signing import verify_cades  # noqa: PLC0415
 
     init_pki(tmp_path, issuer_url="http://127.0.0.1:9000", now=world.clock.now())
-    other_root = _load_pair(tmp_path / "pki", "portal-root").certificate
+    other_root = _load_pair(tmp_path / "pki", "portal-root", kek=None).certificate
     result = verify_cades(signature=signature, document=DOCUMENT, trust_roots=[other_root])
     assert (result.valid, result.reason) == (False, Reason.UNKNOWN_CERTIFICATE)
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import shutil
 import subprocess
 
 import pytest
-from asn1crypto import algos, tsp
+from asn1crypto import algos, core, tsp
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from pyhanko.sign.timestamps.api import TimeStamper
+
+from idp.signing import timestamping
+from idp.signing.timestamping import InProcessTimeStamper, lengths_end_in_0x80
 
 POLICY = "2.25.75866854229242772120746479556451608109.3.1"
 
@@ -123,3 +128,42 @@ def test_openssl_accepts_the_reply(world, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "Verification: OK" in done.stdout
+
+
+@pytest.mark.parametrize(("der", "hits"), [
+    (core.OctetString(b"x" * 127).dump(), False),  # short form
+    (core.OctetString(b"x" * 128).dump(), True),   # 04 81 80: definite, ends in 0x80
+    (core.OctetString(b"x" * 384).dump(), True),   # 04 82 01 80
+    (core.OctetString(b"x" * 385).dump(), False),
+    (core.SequenceOf(spec=core.OctetString, value=[b"x" * 128]).dump(), True),  # inside a constructed value
+    (core.OctetString(core.OctetString(b"x" * 128).dump()).dump(), True),  # DER inside an OCTET STRING
+    (b"x" * 128, True),  # 128 bytes in all: the SET OF holding it would be 31 81 80
+])
+def test_lengths_ending_in_0x80_are_found(der, hits):
+    assert lengths_end_in_0x80(der) is hits
+
+
+def test_the_portal_takes_another_token_when_asn1crypto_would_re_encode_it_exponentially(world, monkeypatch):
+    """wbond/asn1crypto#249: one token in three of the unit had such a length; each cost 600 ms of CPU."""
+    made = []
+    real = TimeStamper.async_timestamp
+
+    async def counted(self, digest, algorithm):
+        token = await real(self, digest, algorithm)
+        made.append(token.dump())
+        return token
+
+    monkeypatch.setattr(TimeStamper, "async_timestamp", counted)
+    checked = []
+    monkeypatch.setattr(timestamping, "lengths_end_in_0x80", lambda der: checked.append(der) or len(checked) == 1)
+    stamper = InProcessTimeStamper(world.service.timestamps, now=world.clock.now())
+    token = asyncio.run(stamper.async_timestamp(hashlib.sha256(b"contract").digest(), "sha256"))
+    assert len(made) == 2  # the first one's length would have tripped asn1crypto
+    assert made[0] != made[1]
+    assert token.dump() == made[1]
+
+
+def test_the_portals_own_tokens_never_trip_asn1crypto(world):
+    stamper = InProcessTimeStamper(world.service.timestamps, now=world.clock.now())
+    tokens = [asyncio.run(stamper.async_timestamp(hashlib.sha256(b"%d" % n).digest(), "sha256")) for n in range(12)]
+    assert not any(lengths_end_in_0x80(token.dump()) for token in tokens)
