@@ -114,19 +114,6 @@ def _open_keys(settings: Settings, kek: bytes | None) -> None:
         raise click.ClickException(str(exc)) from exc
 
 
-def _open_keys_to_serve(settings: Settings) -> None:
-    """``_open_keys`` for ``idp serve``, once gunicorn's configuration has set the metrics directory
-    (prometheus_client picks single- or multi-process values when first imported); on failure the
-    temporary directory that configuration made goes too."""
-    try:
-        _open_keys(settings, _kek())
-    except click.ClickException:
-        from idp.ops import multiprocess  # noqa: PLC0415
-
-        multiprocess.remove_directory()
-        raise
-
-
 GUNICORN_CONFIG = Path(__file__).resolve().parents[1] / "config" / "gunicorn.conf.py"
 """The one gunicorn configuration, shared with the container image (``Dockerfile``)."""
 
@@ -152,6 +139,9 @@ def serve(config: Path | None, instance: Path | None, bind: str | None, workers:
         raise click.ClickException("the in-process ephemeral store serves one worker only: set REDIS_URL")
     if not gunicorn_config.is_file():
         raise click.ClickException(f"{gunicorn_config} does not exist: pass --gunicorn-config")
+    # Before gunicorn's configuration names the metrics directory: the key check must not import
+    # prometheus_client, which picks single- or multi-process values when first imported.
+    _open_keys(settings, _kek())
     if config is not None:
         os.environ["IDP_CONFIG"] = str(config.resolve())  # the gunicorn configuration reads the same settings
 
@@ -171,8 +161,7 @@ def serve(config: Path | None, instance: Path | None, bind: str | None, workers:
 
             return create_app(settings)
 
-    portal = _Portal()  # loads config/gunicorn.conf.py: the metrics directory is set before prometheus_client loads
-    _open_keys_to_serve(settings)  # imports the metrics, so only now
+    portal = _Portal()
     click.echo(f"Myna Gateway portal on http://{portal.cfg.bind[0]} (issuer {settings.issuer})")
     portal.run()
 

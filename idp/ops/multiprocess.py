@@ -53,3 +53,4 @@ def remove_directory(environ: MutableMapping[str, str] | None = None) -> None:
     env = os.environ if environ is None else environ
     if env.get(_OWNED) and env.get(ENV):
         shutil.rmtree(env[ENV], ignore_errors=True)
+        del env[ENV], env[_OWNED]  # nothing started later in this process may look for it

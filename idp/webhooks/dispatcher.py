@@ -20,14 +20,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from idp.clock import Clock
-from idp.ops import metrics
 from idp.webhooks.delivery import Message, Sender, payload, sign
 from idp.webhooks.outbox import Claimed, WebhookOutbox
 from idp.webhooks.registry import WebhookRegistry, secret_key
+
+if TYPE_CHECKING:
+    from idp.ops.metrics import WebhookOutcome
 
 __all__ = ["DELIVERED_RETENTION", "RETRY_DELAYS", "Dispatcher", "Tally", "jittered"]
 
@@ -109,7 +112,7 @@ class Dispatcher:
             self._outbox.failed(claimed, error="no_webhook", now=self._clock.now())
             log.warning("webhook.failed delivery=%s client=%s type=%s attempts=%d reason=no_webhook",
                         claimed.delivery_id, claimed.client_id, kind, claimed.attempt)
-            metrics.webhook_delivery("failed")
+            _count("failed")
             tally.failed += 1
             return
         body = payload(claimed)
@@ -121,13 +124,13 @@ class Dispatcher:
             self._outbox.delivered(claimed, now=now)
             log.info("webhook.delivered delivery=%s client=%s type=%s attempt=%d status=%d",
                      claimed.delivery_id, claimed.client_id, kind, claimed.attempt, result.status)
-            metrics.webhook_delivery("delivered")
+            _count("delivered")
             tally.delivered += 1
         elif claimed.attempt >= MAX_ATTEMPTS:
             self._outbox.failed(claimed, error=result.reason, now=now)
             log.warning("webhook.failed delivery=%s client=%s type=%s attempts=%d reason=%s",
                         claimed.delivery_id, claimed.client_id, kind, claimed.attempt, result.reason)
-            metrics.webhook_delivery("failed")
+            _count("failed")
             tally.failed += 1
         else:
             delay = self._jitter(RETRY_DELAYS[claimed.attempt - 1])
@@ -135,5 +138,14 @@ class Dispatcher:
             log.info("webhook.retrying delivery=%s client=%s type=%s attempt=%d reason=%s next_in=%ds",
                      claimed.delivery_id, claimed.client_id, kind, claimed.attempt, result.reason,
                      int(delay.total_seconds()))
-            metrics.webhook_delivery("retrying")
+            _count("retrying")
             tally.retrying += 1
+
+
+def _count(outcome: WebhookOutcome) -> None:
+    """Count a delivery attempt. prometheus_client is imported here, not with this module: the
+    portal imports the webhook registry (``idp.oidc.clients``) before gunicorn's configuration has
+    named the metrics directory, and prometheus_client picks its kind of values when first imported."""
+    from idp.ops import metrics  # noqa: PLC0415
+
+    metrics.webhook_delivery(outcome)

@@ -103,3 +103,21 @@ def test_an_exited_worker_leaves_no_live_gauge_behind(tmp_path, monkeypatch):
 def test_without_a_metrics_directory_a_worker_exit_touches_nothing(tmp_path, monkeypatch):
     monkeypatch.delenv(multiprocess.ENV, raising=False)
     multiprocess.worker_exited(4242)
+
+
+def test_the_serve_key_check_leaves_prometheus_client_unimported():
+    """`idp serve` opens the instance's keys before gunicorn's configuration names the metrics
+    directory; had that check imported prometheus_client, every worker would count in its own
+    memory and /metrics would show no ceremonies (prometheus_client picks its values at import)."""
+    probe = ("import sys, idp.cli, idp.oidc.keys, idp.pki.service, idp.store.key_files; "
+             "print('prometheus_client' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_removing_the_made_directory_forgets_it(tmp_path):
+    environ: dict[str, str] = {}
+    directory = multiprocess.prepare_directory(environ)
+    multiprocess.remove_directory(environ)
+    assert not directory.exists()
+    assert environ == {}  # a later child process must not look for it
