@@ -43,17 +43,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
-from pyhanko.pdf_utils import generic as pdf_generic
-from pyhanko.pdf_utils import writer as pdf_writer
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 import world  # the shared start-up code lives beside the end-to-end tests
+from documents import one_page_pdf  # the PDF the tests send too
 
 ADMIN_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -66,27 +64,6 @@ MAX_DOCUMENTS = 10
 """The portal's limit of documents per signing request (``idp.signing.flow.MAX_DOCUMENTS``)."""
 
 
-def one_page_pdf(text: str) -> bytes:
-    """A one-page PDF with ``text`` on it, written by pyHanko (as an RP's document would be)."""
-    generic: Any = pdf_generic  # pyHanko's PDF object model and writer are untyped
-    pdf_name = generic.pdf_name
-    writer: Any = pdf_writer.PdfFileWriter()  # type: ignore[no-untyped-call]
-    content = writer.add_object(generic.StreamObject(stream_data=f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()))
-    font = generic.DictionaryObject({
-        pdf_name("/Type"): pdf_name("/Font"), pdf_name("/Subtype"): pdf_name("/Type1"),
-        pdf_name("/BaseFont"): pdf_name("/Helvetica"),
-    })
-    writer.insert_page(generic.DictionaryObject({
-        pdf_name("/Type"): pdf_name("/Page"),
-        pdf_name("/MediaBox"): generic.ArrayObject([generic.NumberObject(n) for n in (0, 0, 595, 842)]),
-        pdf_name("/Contents"): content,
-        pdf_name("/Resources"): generic.DictionaryObject({
-            pdf_name("/Font"): generic.DictionaryObject({pdf_name("/F1"): font}),
-        }),
-    }))
-    out = BytesIO()
-    writer.write(out)
-    return out.getvalue()
 
 
 def _b64(data: bytes) -> str:

@@ -15,13 +15,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from idp.ceremonies.approval import ApprovalService, ApprovalSettings
 from idp.ceremonies.device_api import PREFIX as DEVICE_PREFIX
 from idp.ceremonies.device_api import create_blueprint as create_device_blueprint
-from idp.ceremonies.device_management import DeviceManagement
+from idp.ceremonies.device_management import DEVICE_MANAGEMENT_EXTENSION, DeviceManagement
 from idp.ceremonies.device_management import create_blueprint as create_management_blueprint
 from idp.ceremonies.device_transactions import APPROVAL_EXTENSION
 from idp.ceremonies.device_transactions import create_blueprint as create_transactions_blueprint
 from idp.ceremonies.devices import SqlDeviceDirectory
 from idp.ceremonies.enrollment_service import EnrollmentService
-from idp.ceremonies.phone_life import CardCheck, PhoneLife
+from idp.ceremonies.phone_life import PHONE_LIFE_EXTENSION, CardCheck, PhoneLife
 from idp.ceremonies.phone_life import create_blueprint as create_phone_life_blueprint
 from idp.ceremonies.signature_key import SignatureKeys
 from idp.ceremonies.signature_key import create_blueprint as create_signature_key_blueprint
@@ -102,10 +102,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Flask:
         revoke_grants=oidc.revoke_device_grants,
     )
     app.register_blueprint(create_device_blueprint(enrollments), url_prefix=DEVICE_PREFIX)
+    app.extensions[PHONE_LIFE_EXTENSION] = PhoneLife(  # the card-signed API and the account page
+        sessions=sessions, pki=pki, clock=shared_clock, revoke_grants=oidc.revoke_device_grants,
+    )
     app.register_blueprint(create_phone_life_blueprint(
         CardCheck(settings=settings, sessions=sessions, ephemeral=ephemeral, clock=shared_clock,
                   trust=enrollments.trust, revocation=enrollments.revocation),
-        PhoneLife(sessions=sessions, pki=pki, clock=shared_clock, revoke_grants=oidc.revoke_device_grants),
+        app.extensions[PHONE_LIFE_EXTENSION],
     ))
     signing = SigningService(settings=settings, pki=pki, keys=lambda: oidc.keys, clock=shared_clock)
     signing_flow = SigningFlow(
@@ -113,7 +116,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Flask:
         pending_ttl=settings.login.transaction_ttl,
         documents_ttl=settings.oidc.request_uri_ttl + settings.login.transaction_ttl,
         clock=shared_clock,
-        outbox=WebhookOutbox(sessions, request_lifetime=settings.oidc.request_uri_ttl + settings.login.transaction_ttl),
+        outbox=WebhookOutbox.of(sessions, settings),
     )
     app.extensions[SIGNING_FLOW_EXTENSION] = signing_flow
     app.extensions[APPROVAL_EXTENSION] = ApprovalService(
@@ -133,10 +136,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Flask:
         settings=settings, sessions=sessions, ephemeral=ephemeral, pki=pki, clock=shared_clock,
         binding=app.extensions[APPROVAL_EXTENSION].settings, enrollments=enrollments,
     )))
-    app.register_blueprint(create_management_blueprint(DeviceManagement(
+    app.extensions[DEVICE_MANAGEMENT_EXTENSION] = DeviceManagement(
         sessions=sessions, ephemeral=ephemeral, pki=pki, binding=app.extensions[APPROVAL_EXTENSION].settings,
         clock=shared_clock, revoke_grants=oidc.revoke_device_grants,
-    )))
+    )
+    app.register_blueprint(create_management_blueprint(app.extensions[DEVICE_MANAGEMENT_EXTENSION]))
     serve_problems(app, DEVICE_PREFIX)
     app.extensions[SIGNING_EXTENSION] = signing
     app.register_blueprint(create_signing_blueprint(signing, settings=settings, clock=shared_clock))

@@ -861,7 +861,7 @@ def webhooks_run(config: Path | None, instance: Path | None, once: bool, interva
     settings = _settings(config, instance)
     with _initialised_database(settings) as sessions:
         logging.config.dictConfig(logging_config(json_logs=settings.ops.json_logs))
-        outbox = WebhookOutbox(sessions, request_lifetime=settings.oidc.request_uri_ttl)
+        outbox = WebhookOutbox.of(sessions, settings)
         dispatcher = Dispatcher(sessions, outbox=outbox, sender=HttpSender(), clock=SystemClock())
         if once:
             tally = dispatcher.run_once()
@@ -883,7 +883,7 @@ def webhooks_list(config: Path | None, instance: Path | None, as_json: bool) -> 
 
     settings = _settings(config, instance)
     with _initialised_database(settings) as sessions:
-        rows = WebhookOutbox(sessions, request_lifetime=settings.oidc.request_uri_ttl).undelivered()
+        rows = WebhookOutbox.of(sessions, settings).undelivered()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -904,7 +904,7 @@ def webhooks_retry(config: Path | None, instance: Path | None, delivery_id: str)
 
     settings = _settings(config, instance)
     with _initialised_database(settings) as sessions:
-        requeued = WebhookOutbox(sessions, request_lifetime=settings.oidc.request_uri_ttl).requeue(
+        requeued = WebhookOutbox.of(sessions, settings).requeue(
             delivery_id, now=SystemClock().now(),
         )
     if not requeued:

@@ -90,7 +90,7 @@ class SignPages:
         except SigningFailed as failed:
             return _error(failed.code, failed.message, 502)
         self._portal.save_authorize_data(**saved)  # Authlib checks state, sends the verifier, checks the nonce
-        pending_id = self._pending.put(PendingSigning(state=saved["state"], documents=documents))
+        pending_id = self._pending.put(PendingSigning(documents=documents))
         waiting = dict(list(session.get("signing", {}).items())[1 - _KEPT_PENDING:])  # a request per tab, a few
         session["signing"] = waiting | {saved["state"]: pending_id}
         return redirect(url, code=303)

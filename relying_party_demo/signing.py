@@ -34,7 +34,7 @@ import threading
 import time
 import unicodedata
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlencode
@@ -117,9 +117,8 @@ class Document:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PendingSigning:
-    """A pushed signing request waiting for the browser to come back: the documents, by ``state``."""
+    """A pushed signing request waiting for the browser to come back: its documents."""
 
-    state: str
     documents: tuple[Document, ...]
 
 
@@ -151,7 +150,6 @@ class SigningOutcome:
     assertion: str
     assertion_verdict: str
     documents: tuple[DocumentOutcome, ...]
-    claims: dict[str, Any] = field(default_factory=dict)
 
 
 class MemoryStore(Generic[_T]):
@@ -339,7 +337,7 @@ def collect_results(portal: Any, *, issuer: str, client_id: str, token: dict[str
     return SigningOutcome(
         subject=str(claims.get("sub", "")), name=name if isinstance(name, str) else None, assertion=assertion,
         assertion_verdict="valid" if verdict.get("valid") is True else f"invalid: {verdict.get('reason')}",
-        documents=outcomes, claims=claims,
+        documents=outcomes,
     )
 
 

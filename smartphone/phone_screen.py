@@ -146,15 +146,14 @@ class _PhoneScreen:
         self.portal = PortalClient(portal_url)
         self.form_token = secrets.token_urlsafe(32)
         self.lock = threading.Lock()
-        self.pending: dict[str, dict[str, Any]] = {}
-        self.scanned: dict[str, str] = {}
-        """What was scanned for each pending transaction: a signing request is looked up again with it."""
+        self.pending: dict[str, tuple[dict[str, Any], str]] = {}
+        """Each looked-up transaction by id, with the text scanned for it (a signing request is looked up again)."""
 
     def __repr__(self) -> str:
         return f"_PhoneScreen({self.phone!r}, {self.portal.base_url!r})"
 
     def page(self, view: str, status: int = 200, **values: Any) -> tuple[str, int]:
-        if view == "enroll":
+        if view in {"enroll", "renew"}:
             values.setdefault("cards", _cards(self.state_dir))
         return render_template("phone_screen.html", view=view, phone=self.phone, portal=self.portal.base_url,
                                form_token=self.form_token, labels=ATTRIBUTE_LABELS, **values), status
@@ -212,9 +211,8 @@ class _PhoneScreen:
         except StateError as exc:
             return self.problem(str(exc), "enroll")
         if len(self.pending) >= _MAX_PENDING:
-            self.forget(next(iter(self.pending)))
-        self.pending[transaction["transaction_id"]] = transaction
-        self.scanned[transaction["transaction_id"]] = text
+            del self.pending[next(iter(self.pending))]
+        self.pending[transaction["transaction_id"]] = (transaction, text)
         return self.page("transaction", transaction=transaction)
 
     def look_up(self, text: str) -> dict[str, Any]:
@@ -227,15 +225,12 @@ class _PhoneScreen:
             return self.portal.lookup_transaction(link=text, credential_id=credential)
         return self.portal.lookup_transaction(qr=text, credential_id=credential)
 
-    def forget(self, transaction_id: str) -> None:
-        self.pending.pop(transaction_id, None)
-        self.scanned.pop(transaction_id, None)
-
     def decide(self, transaction_id: str) -> tuple[str, int]:
-        transaction = self.pending.get(transaction_id)
-        if transaction is None:
+        found = self.pending.get(transaction_id)
+        if found is None:
             return self.problem("この要求はもう開いていません。もう一度スキャンしてください。 / "
                                 "This request is no longer open here: scan again.", "scan")
+        transaction, _scanned = found
         action = request.form.get("action", "")
         if action == "decline":
             return self.decline(transaction)
@@ -244,7 +239,7 @@ class _PhoneScreen:
         return self.problem("不明な操作 / Unknown action", "transaction", transaction=transaction)
 
     def decline(self, transaction: dict[str, Any]) -> tuple[str, int]:
-        self.forget(transaction["transaction_id"])
+        self.pending.pop(transaction["transaction_id"], None)
         try:
             self.portal.decline_transaction(transaction["transaction_id"])
         except PortalError as exc:
@@ -267,22 +262,22 @@ class _PhoneScreen:
             except PortalError as exc:
                 if exc.signature_key_renewal is not None:  # the request stays open until the key is renewed
                     return self.page("renew", renewal=renewal_message(exc.signature_key_renewal),
-                                     transaction=transaction, cards=_cards(self.state_dir))
-                self.forget(transaction["transaction_id"])
+                                     transaction=transaction)
+                self.pending.pop(transaction["transaction_id"], None)
                 return self.problem(f"ポータルが承認を拒否しました / The portal refused the approval: {exc.title}",
                                     "scan")
             except (SecureElementError, StateError) as exc:
                 return self.problem(f"承認できません / Cannot approve: {exc}", "scan")
-        self.forget(transaction["transaction_id"])
+        self.pending.pop(transaction["transaction_id"], None)
         return self.page("approved", transaction=transaction)
 
     def renew(self) -> tuple[str, int]:
         """Tap the card to enroll a new signature key; then back to the request that asked for it."""
-        transaction = self.pending.get(request.form.get("transaction_id", ""))
+        found = self.pending.get(request.form.get("transaction_id", ""))
+        transaction, scanned = found if found is not None else (None, "")
         card = request.form.get("card", "")
-        again: dict[str, Any] = {"renewal": request.form.get("renewal", ""), "transaction": transaction,
-                 "cards": _cards(self.state_dir)}
-        if card not in again["cards"]:
+        again: dict[str, Any] = {"renewal": request.form.get("renewal", ""), "transaction": transaction}
+        if card not in _cards(self.state_dir):
             return self.problem(f"カードがありません / No such card: {card!r}", "renew", **again)
         with self.lock:
             try:
@@ -299,14 +294,14 @@ class _PhoneScreen:
         if transaction.get("kind") == "signing":  # its documents were prepared for the old certificate
             transaction_id = transaction["transaction_id"]
             try:
-                transaction = self.look_up(self.scanned[transaction_id])
-            except (PortalError, StateError, KeyError) as exc:
-                self.forget(transaction_id)
+                transaction = self.look_up(scanned)
+            except (PortalError, StateError) as exc:
+                self.pending.pop(transaction_id, None)
                 title = exc.title if isinstance(exc, PortalError) else str(exc)
                 return self.problem(f"署名用の鍵を更新しました。要求を開き直せません。もう一度スキャンしてください。 / "
                                     f"Signature key renewed, but the request cannot be opened again: {title}. "
                                     "Scan again.", "scan")
-            self.pending[transaction_id] = transaction
+            self.pending[transaction_id] = (transaction, scanned)
         return self.page("transaction", transaction=transaction,
                          notice=notice + " もう一度承認してください / Approve the request again.")
 

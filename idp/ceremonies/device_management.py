@@ -44,12 +44,16 @@ from idp.web.problems import PROBLEM_BASE, register_problem_handler
 
 __all__ = [
     "CHALLENGE_TTL",
+    "DEVICE_MANAGEMENT_EXTENSION",
     "REVOCATION_REASONS",
     "ChallengeNotFound",
     "ChallengeUsed",
     "DeviceManagement",
     "create_blueprint",
 ]
+
+DEVICE_MANAGEMENT_EXTENSION = "myna.device_management"
+"""Where the app keeps its instance (``app.extensions``)."""
 
 log = logging.getLogger("idp.ceremonies")
 

@@ -231,9 +231,10 @@ def create_blueprint() -> Blueprint:
                                             credential_id=credential)
         view = _view(transaction, service)
         if transaction.request.signing is not None:  # RFC 9396 signing request: prepared for this phone
-            credential_id = _b64url(_text(body, "credential_id"), "credential_id")
+            if credential is None:
+                raise InvalidDeviceRequest("credential_id must be a non-empty string")
             view["kind"] = "signing"
-            view["documents"] = service.prepare_signing(transaction, credential_id=credential_id)
+            view["documents"] = service.prepare_signing(transaction, credential_id=credential)
         return jsonify(view)
 
     @blueprint.post("/<transaction_id>/approve")

@@ -58,6 +58,7 @@ from idp.web.problems import PROBLEM_BASE, register_problem_handler
 __all__ = [
     "ACTIONS",
     "CARD_DIGEST_LABEL",
+    "PHONE_LIFE_EXTENSION",
     "CardCheck",
     "CardNotTheHolders",
     "CardRejected",
@@ -69,6 +70,9 @@ __all__ = [
     "card_signed",
     "create_blueprint",
 ]
+
+PHONE_LIFE_EXTENSION = "myna.phone_life"
+"""Where the app keeps its instance (``app.extensions``)."""
 
 log = logging.getLogger("idp.ceremonies")
 

@@ -41,7 +41,7 @@ from idp.pki.registry import AlreadyRevoked
 from idp.web.account_phone import REVOCATION_REASONS, phones_of, revoke_phone, session_phone_stands, suspend_phone
 from idp.web.login import MESSAGES as LOGIN_MESSAGES
 from idp.web.login import choose_locale, content_security_policy, unavailable_page
-from idp.web.session import SESSION_EXTENSION, current_session, provider_of_sessions, session_cookie_name
+from idp.web.session import SESSION_EXTENSION, clear_session_cookie, current_session, provider_of_sessions
 
 if TYPE_CHECKING:
     from idp.app import Services
@@ -249,11 +249,7 @@ def _end_session(session_id: str, session: PortalSession, reason: str, response:
     """Forget the portal session and clear its cookie on ``response``."""
     current_app.extensions[SESSION_EXTENSION].store.end(session_id)
     logger.info("session.ended reason=%s device=%s", reason, session.device_id)
-    issuer = provider_of_sessions().issuer
-    response.delete_cookie(
-        session_cookie_name(issuer), path="/", secure=issuer.startswith("https://"), httponly=True, samesite="Lax",
-    )
-    return response
+    return clear_session_cookie(response, provider_of_sessions().issuer)
 
 
 def _standing_session(*, refused_status: int) -> tuple[str, PortalSession] | Response:
@@ -366,7 +362,7 @@ def suspend() -> Response:
         return found
     session_id, session = found
     try:
-        suspend_phone(_services(), session)
+        suspend_phone(session)
     except (UnknownPhone, PhoneNotActive, AlreadyRevoked):  # it stopped standing since the check (a race)
         page = message_page("session_ended_title", "session_ended", status=409)
         return _end_session(session_id, session, "phone_not_standing", page)
@@ -384,7 +380,7 @@ def revoke() -> Response:
     if reason is None:
         logger.warning("account.rejected reason=revocation_reason")
         return message_page("refused_title", "revoke_reason_missing", status=400)
-    revoke_phone(_services(), session, reason)
+    revoke_phone(session, reason)
     logger.info("account.phone_revoked device=%s reason=%s", session.device_id, reason.value)
     return _done(session_id, session, "phone_revoked", "account.revoked")
 

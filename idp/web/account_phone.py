@@ -23,13 +23,13 @@ from flask import current_app
 from sqlalchemy import and_, select
 from sqlalchemy.orm import aliased
 
-from idp.ceremonies.device_management import DeviceManagement
-from idp.ceremonies.device_transactions import APPROVAL_EXTENSION
-from idp.ceremonies.phone_life import PhoneLife
+from idp.ceremonies.device_management import DEVICE_MANAGEMENT_EXTENSION, DeviceManagement
+from idp.ceremonies.phone_life import PHONE_LIFE_EXTENSION, PhoneLife
 from idp.ceremonies.records import DeviceRecord, DeviceStatus
 from idp.pki.records import IssuedCertificate
 from idp.pki.registry import CertificateState
 from idp.pki.service import SMARTPHONE_CA_NAME
+from idp.web.session import certificate_good
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -140,29 +140,22 @@ def session_phone_stands(services: Services, session: PortalSession) -> bool:
     new signature key, and its person may use this page meanwhile.
     """
     device = services.oidc.devices.active_device(session.device_id)
-    if device is None or device.person_id != session.person_id:
-        return False
-    status = device.auth_certificate
-    return status.state is CertificateState.GOOD and services.clock.now() < _utc(status.not_after)
+    return (device is not None and device.person_id == session.person_id
+            and certificate_good(device.auth_certificate, services.clock.now()))
 
 
-def suspend_phone(services: Services, session: PortalSession) -> None:
+def suspend_phone(session: PortalSession) -> None:
     """``idp phones suspend`` for the session's phone, by its person: both certificates on hold, the
     grants issued on it revoked, audited with actor ``person:<id>``.
 
     Raises UnknownPhone or PhoneNotActive (``idp.ceremonies.phone_life``).
     """
-    life = PhoneLife(sessions=services.sessions, pki=services.pki, clock=services.clock,
-                     revoke_grants=services.oidc.revoke_device_grants)
+    life: PhoneLife = current_app.extensions[PHONE_LIFE_EXTENSION]
     life.suspend(session.device_id, actor=f"person:{session.person_id}")
 
 
-def revoke_phone(services: Services, session: PortalSession, reason: x509.ReasonFlags) -> None:
+def revoke_phone(session: PortalSession, reason: x509.ReasonFlags) -> None:
     """The phone's revocation as its own self-revocation does it (``DeviceManagement.revoke_device``):
     both certificates and the device revoked, then the grants issued on it; the person is the audit actor."""
-    management = DeviceManagement(
-        sessions=services.sessions, ephemeral=services.ephemeral, pki=services.pki,
-        binding=current_app.extensions[APPROVAL_EXTENSION].settings, clock=services.clock,
-        revoke_grants=services.oidc.revoke_device_grants,
-    )
+    management: DeviceManagement = current_app.extensions[DEVICE_MANAGEMENT_EXTENSION]
     management.revoke_device(session.device_id, reason, actor=f"person:{session.person_id}")

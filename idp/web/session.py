@@ -51,6 +51,8 @@ __all__ = [
     "LogoutRefused",
     "PortalSession",
     "SessionStore",
+    "certificate_good",
+    "clear_session_cookie",
     "current_session",
     "end_session",
     "install_sessions",
@@ -221,7 +223,8 @@ def start_session(response: Response, *, outcome: Outcome, sid: str) -> Response
     return response
 
 
-def _clear_cookie(response: Response, issuer: str) -> Response:
+def clear_session_cookie(response: Response, issuer: str) -> Response:
+    """Clear the portal session's cookie on ``response``, with the attributes it was set with."""
     response.delete_cookie(
         session_cookie_name(issuer), path="/", secure=issuer.startswith("https://"), httponly=True, samesite="Lax",
     )
@@ -287,7 +290,8 @@ def require_standing_device(silent: Silent) -> None:
     reason = None
     if device is None or device.person_id != silent.session.person_id:
         reason = "device_not_active"
-    elif not _good(device.auth_certificate, silent.now) or not _good(device.sign_certificate_status, silent.now):
+    elif not (certificate_good(device.auth_certificate, silent.now)
+              and certificate_good(device.sign_certificate_status, silent.now)):
         reason = "certificate_not_good"
     if reason is not None:
         silent.sessions.store.end(silent.session_id)
@@ -319,7 +323,8 @@ SILENT_CHECKS: tuple[Callable[[Silent], None], ...] = (
 )
 
 
-def _good(status: CertificateStatus | None, now: datetime) -> bool:
+def certificate_good(status: CertificateStatus | None, now: datetime) -> bool:
+    """Whether a certificate's status (as read with the device) is good and unexpired at ``now``."""
     return status is not None and status.state is CertificateState.GOOD and now < status.not_after
 
 
@@ -335,7 +340,7 @@ def silent_login(provider: OidcProvider, client: ClientInfo, authorization: Auth
             check(silent)
     except OAuth2Error as error:
         response = error_redirect(error, issuer=provider.issuer)
-        return _clear_cookie(response, provider.issuer) if silent.ended else response
+        return clear_session_cookie(response, provider.issuer) if silent.ended else response
     session = silent.session
     assert session is not None  # noqa: S101 - require_session set it
     requested = authorization.requested_attributes
@@ -432,4 +437,4 @@ def end_session(provider: OidcProvider, logout: Logout, *, page: Callable[[], Re
         state = [("state", logout.state)] if logout.state else []
         response = redirect(add_params_to_uri(logout.redirect_uri, state), code=303)
         response.headers["Cache-Control"] = "no-store"
-    return _clear_cookie(response, provider.issuer) if ended else response
+    return clear_session_cookie(response, provider.issuer) if ended else response

@@ -20,12 +20,15 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from idp.webhooks.records import ClientWebhook, DeliveryStatus, WebhookDelivery, WebhookEvent
+
+if TYPE_CHECKING:
+    from idp.settings import Settings
 
 __all__ = ["LEASE", "Claimed", "RequestEnded", "WebhookOutbox"]
 
@@ -65,6 +68,12 @@ class WebhookOutbox:
         """``request_lifetime``: from the push to when the request can no longer complete."""
         self._sessions = sessions
         self._lifetime = request_lifetime
+
+    @classmethod
+    def of(cls, sessions: sessionmaker[Session], settings: Settings) -> WebhookOutbox:
+        """The outbox of a portal: a pushed request can complete until its request_uri and then its
+        login transaction have run out."""
+        return cls(sessions, request_lifetime=settings.oidc.request_uri_ttl + settings.login.transaction_ttl)
 
     def __repr__(self) -> str:
         return f"WebhookOutbox(request_lifetime={self._lifetime})"

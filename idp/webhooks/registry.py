@@ -10,15 +10,14 @@ from __future__ import annotations
 import base64
 import secrets
 from datetime import datetime
-from urllib.parse import urlsplit
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from idp.urls import UnacceptableUrl, check_tls_url
 from idp.webhooks.records import ClientWebhook
 
 __all__ = [
-    "LOOPBACK_HOSTS",
     "MAX_URL_LENGTH",
     "SECRET_PREFIX",
     "InvalidWebhookUrl",
@@ -28,8 +27,6 @@ __all__ = [
     "secret_key",
 ]
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-"""Hosts a webhook may be posted to over plain http, as for redirect URIs (RFC 8252 §7.3)."""
 MAX_URL_LENGTH = 2000
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 """Standard Webhooks: a secret is shown with this prefix; the key is the base64 after it."""
@@ -42,29 +39,14 @@ class InvalidWebhookUrl(ValueError):
 
 
 def check_webhook_url(url: str) -> str:
-    """The URL, if it is an absolute https URL (http only on a loopback host) without fragment or
-    user information. Raises InvalidWebhookUrl."""
-    if not isinstance(url, str) or not url:
-        raise InvalidWebhookUrl("the webhook URL must be a non-empty string")
-    if len(url) > MAX_URL_LENGTH:
+    """The URL, if it follows the portal's rule for URLs it sends to (``idp.urls.check_tls_url``:
+    https, or http on a loopback host; no fragment or user information). Raises InvalidWebhookUrl."""
+    if isinstance(url, str) and len(url) > MAX_URL_LENGTH:
         raise InvalidWebhookUrl(f"the webhook URL must be at most {MAX_URL_LENGTH} characters")
-    if any(character.isspace() or not character.isprintable() for character in url):
-        raise InvalidWebhookUrl(f"{url!r} must not contain spaces or control characters")
     try:
-        parts = urlsplit(url)
-        _ = parts.port  # raises ValueError for a port that is not a number in range
-    except ValueError as exc:
-        raise InvalidWebhookUrl(f"{url!r} is not a valid URL: {exc}") from exc
-    if not parts.scheme or not parts.hostname:
-        raise InvalidWebhookUrl(f"{url!r} is not an absolute URL with a host")
-    if "#" in url:
-        raise InvalidWebhookUrl(f"{url!r} must not include a fragment")
-    if "@" in parts.netloc:
-        raise InvalidWebhookUrl(f"{url!r} must not include user information")
-    # Events name the RP's requests: they travel over TLS, except to a loopback listener.
-    if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS):
-        return url
-    raise InvalidWebhookUrl(f"{url!r} must use https (http only on 127.0.0.1, localhost or [::1])")
+        return check_tls_url(url, noun="URL")
+    except UnacceptableUrl as exc:
+        raise InvalidWebhookUrl(str(exc)) from None
 
 
 def new_secret() -> str:

@@ -24,6 +24,13 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 OLD_ADDRESS, NEW_ADDRESS = "東京都千代田区永田町1-7-1", "大阪府大阪市北区中之島1-3-20"
 
 
+@pytest.fixture(autouse=True)
+def _installed() -> None:
+    """The console script comes with the package (`make` installs it): without it the setup is broken."""
+    if not MYNA_DEMO.is_file():
+        pytest.fail(f"{MYNA_DEMO} is missing: install the project with `pip install -e .` (or `make`)", pytrace=False)
+
+
 def free_ports(count: int) -> list[int]:
     sockets = [socket.create_server(("127.0.0.1", 0)) for _ in range(count)]
     try:
@@ -56,7 +63,6 @@ def gone(pid: int) -> bool:
     return False
 
 
-@pytest.mark.skipif(not MYNA_DEMO.is_file(), reason="myna-demo is not installed (pip install -e .)")
 def test_the_demo_logs_a_person_in_and_stops_cleanly(tmp_path):
     jlis, portal, rp, phone = free_ports(4)
     output = tmp_path / "demo.out"
@@ -139,7 +145,6 @@ def cell(page: str, name: str) -> str:
     return re.search(rf"<th>{name}</th><td>([^<]*)</td>", page).group(1)
 
 
-@pytest.mark.skipif(not MYNA_DEMO.is_file(), reason="myna-demo is not installed (pip install -e .)")
 def test_the_readme_life_event_keeps_the_person_with_the_new_address(tmp_path):
     commands = readme_life_event()
     assert [command[0] for command in commands] == [".venv/bin/smartphone", ".venv/bin/myna-demo"]

@@ -25,10 +25,8 @@ import test_login_browser as login_browser
 from asn1crypto import pem
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from pyhanko.pdf_utils import generic
-from pyhanko.pdf_utils.generic import pdf_name
+from documents import one_page_pdf
 from pyhanko.pdf_utils.reader import PdfFileReader
-from pyhanko.pdf_utils.writer import PdfFileWriter
 from pyhanko.sign.validation import async_validate_pdf_signature
 from pyhanko.sign.validation.dss import DocumentSecurityStore
 from test_login_browser import SCREENSHOTS, scan
@@ -44,22 +42,6 @@ SLOW = 120_000
 signature, then the RP has the portal verify them again (seconds on a busy 2-core machine)."""
 
 
-def one_page_pdf(text: str) -> bytes:
-    """A one-page PDF written with pyHanko's PDF writer, as a person would upload it."""
-    writer = PdfFileWriter()
-    content = writer.add_object(generic.StreamObject(stream_data=f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()))
-    font = generic.DictionaryObject({pdf_name("/Type"): pdf_name("/Font"), pdf_name("/Subtype"): pdf_name("/Type1"),
-                                     pdf_name("/BaseFont"): pdf_name("/Helvetica")})
-    writer.insert_page(generic.DictionaryObject({
-        pdf_name("/Type"): pdf_name("/Page"),
-        pdf_name("/MediaBox"): generic.ArrayObject([generic.NumberObject(n) for n in (0, 0, 595, 842)]),
-        pdf_name("/Contents"): content,
-        pdf_name("/Resources"): generic.DictionaryObject({
-            pdf_name("/Font"): generic.DictionaryObject({pdf_name("/F1"): font})}),
-    }))
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()
 
 
 PDF = one_page_pdf("Terms of sale: the buyer agrees to every clause.")

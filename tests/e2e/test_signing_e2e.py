@@ -35,12 +35,10 @@ from asn1crypto import x509 as asn1_x509
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from documents import one_page_pdf
 from joserfc import jwt
 from joserfc.jwk import KeySet
-from pyhanko.pdf_utils import generic
-from pyhanko.pdf_utils.generic import pdf_name
 from pyhanko.pdf_utils.reader import PdfFileReader
-from pyhanko.pdf_utils.writer import PdfFileWriter
 from pyhanko.sign.validation import async_validate_pdf_signature
 from pyhanko.sign.validation.dss import DocumentSecurityStore
 from world import BIN, RegisteredClient, World, login_world, qr_payload
@@ -53,28 +51,9 @@ REDIRECT_URI = "http://127.0.0.1:9/callback"  # never fetched: the RP reads the 
 CONTRACT = "賃貸借契約書: 借主は本契約の全条項に同意する。\n".encode() * 20
 
 
-def _pdf(text: str) -> bytes:
-    """A one-page PDF, as an RP would send it (made with pyHanko's writer: no PDF is written by hand)."""
-    writer = PdfFileWriter()
-    content = writer.add_object(generic.StreamObject(stream_data=f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()))
-    font = generic.DictionaryObject({
-        pdf_name("/Type"): pdf_name("/Font"), pdf_name("/Subtype"): pdf_name("/Type1"),
-        pdf_name("/BaseFont"): pdf_name("/Helvetica"),
-    })
-    writer.insert_page(generic.DictionaryObject({
-        pdf_name("/Type"): pdf_name("/Page"),
-        pdf_name("/MediaBox"): generic.ArrayObject([generic.NumberObject(n) for n in (0, 0, 595, 842)]),
-        pdf_name("/Contents"): content,
-        pdf_name("/Resources"): generic.DictionaryObject({
-            pdf_name("/Font"): generic.DictionaryObject({pdf_name("/F1"): font}),
-        }),
-    }))
-    out = BytesIO()
-    writer.write(out)
-    return out.getvalue()
 
 
-PDF = _pdf("Terms of sale: the buyer agrees to every clause.")
+PDF = one_page_pdf("Terms of sale: the buyer agrees to every clause.")
 
 
 def _b64(data: bytes) -> str:

@@ -9,6 +9,7 @@ page and its downloads. Refused uploads never reach the portal (its issuer is a 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 import re
@@ -18,14 +19,13 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
+from documents import one_page_pdf
 from enrollment_portal import AUTH_PIN, PASSPHRASE, SIGN_PIN, running_portal
 from joserfc import jwt
 from joserfc.jwk import ECKey
-from pyhanko.pdf_utils import generic
-from pyhanko.pdf_utils.generic import pdf_name
-from pyhanko.pdf_utils.writer import PdfFileWriter
 
 from idp.app import services
+from relying_party_demo import sign_pages
 from relying_party_demo.app import RpConfig
 from relying_party_demo.app import create_app as create_rp_app
 from relying_party_demo.signing import (
@@ -38,25 +38,6 @@ from relying_party_demo.signing import (
 )
 from smartphone.phone_screen import create_phone_app, enrollment_record
 from smartphone.portal_client import PortalClient, enroll
-
-
-def one_page_pdf(text: str) -> bytes:
-    """A one-page PDF written with pyHanko's PDF writer, as a person would upload it."""
-    writer = PdfFileWriter()
-    content = writer.add_object(generic.StreamObject(stream_data=f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()))
-    font = generic.DictionaryObject({pdf_name("/Type"): pdf_name("/Font"), pdf_name("/Subtype"): pdf_name("/Type1"),
-                                     pdf_name("/BaseFont"): pdf_name("/Helvetica")})
-    writer.insert_page(generic.DictionaryObject({
-        pdf_name("/Type"): pdf_name("/Page"),
-        pdf_name("/MediaBox"): generic.ArrayObject([generic.NumberObject(n) for n in (0, 0, 595, 842)]),
-        pdf_name("/Contents"): content,
-        pdf_name("/Resources"): generic.DictionaryObject({
-            pdf_name("/Font"): generic.DictionaryObject({pdf_name("/F1"): font})}),
-    }))
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()
-
 
 CALLBACK = "http://localhost/callback"  # where Flask's test client says the RP is
 CONTRACT = "賃貸借契約書 / Lease contract, flat 302: the tenant agrees to every clause.\n".encode()
@@ -280,6 +261,34 @@ def test_push_with_a_wrong_client_secret_is_refused(portal):
     assert error_code(refused.get_data(as_text=True)) == "invalid_client"
 
 
+def test_callback_for_a_signing_request_no_longer_kept_is_refused(offline_rp):
+    """The session still names the request, but the site's store pushed it out (or it expired)."""
+    with offline_rp.session_transaction() as session:
+        session["signing"] = {"a-state": "a-pending-id-long-gone"}
+    late = offline_rp.get("/callback?" + urlencode({"iss": DEAD_PORTAL, "state": "a-state", "code": "x"}))
+    assert late.status_code == 400
+    assert error_code(late.get_data(as_text=True)) == "request_expired"
+    with offline_rp.session_transaction() as session:
+        assert session["signing"] == {}  # not offered again
+
+
+def test_assertion_naming_someone_other_than_the_id_token_is_refused(rp, portal, screen, monkeypatch):
+    """The real flow, but the results' assertion names another subject than the real ID token."""
+    real = sign_pages.collect_results
+
+    def another_signer(*args, **kwargs):
+        return dataclasses.replace(real(*args, **kwargs), subject="someone-else")
+
+    monkeypatch.setattr(sign_pages, "collect_results", another_signer)
+    browser, login_page = to_login_page(rp, portal, (CONTRACT, "contract.txt"))
+    assert "Approved: Demo Shop" in decide(screen, scan(screen, login_page), "approve")
+    refused = back_to_rp(rp, portal, browser, login_page)
+    assert refused.status_code == 502
+    assert error_code(refused.get_data(as_text=True)) == "invalid_response"
+    with rp.session_transaction() as session:
+        assert not session.get("signed")  # no results page to come back to
+
+
 def test_upload_while_the_portal_is_unreachable_says_so(offline_rp):
     refused = upload(offline_rp, (CONTRACT, "contract.txt"))
     assert refused.status_code == 502
@@ -342,7 +351,7 @@ def assertion(**claims) -> str:
 
 
 def pending(*documents: Document) -> PendingSigning:
-    return PendingSigning(state="s", documents=documents)
+    return PendingSigning(documents=documents)
 
 
 TEXT_DOCUMENT = Document(label="contract.txt", content=CONTRACT, kind="text")

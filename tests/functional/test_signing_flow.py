@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
-from io import BytesIO
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -30,10 +29,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from documents import one_page_pdf
 from enrollment_portal import AUTH_PIN, SIGN_PIN, running_portal
-from pyhanko.pdf_utils import generic
-from pyhanko.pdf_utils.generic import pdf_name
-from pyhanko.pdf_utils.writer import PdfFileWriter
 from sqlalchemy import select
 from test_login_ceremony import PROBLEMS, REDIRECT_URI, Login, Phone, assert_problem, finish_login, redeem, start_login
 
@@ -72,28 +69,9 @@ def shop(portal):
     )
 
 
-def _pdf(text: str) -> bytes:
-    """A one-page PDF, as an RP would send it."""
-    writer = PdfFileWriter()
-    content = writer.add_object(generic.StreamObject(stream_data=f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()))
-    font = generic.DictionaryObject({
-        pdf_name("/Type"): pdf_name("/Font"), pdf_name("/Subtype"): pdf_name("/Type1"),
-        pdf_name("/BaseFont"): pdf_name("/Helvetica"),
-    })
-    writer.insert_page(generic.DictionaryObject({
-        pdf_name("/Type"): pdf_name("/Page"),
-        pdf_name("/MediaBox"): generic.ArrayObject([generic.NumberObject(n) for n in (0, 0, 595, 842)]),
-        pdf_name("/Contents"): content,
-        pdf_name("/Resources"): generic.DictionaryObject({
-            pdf_name("/Font"): generic.DictionaryObject({pdf_name("/F1"): font}),
-        }),
-    }))
-    out = BytesIO()
-    writer.write(out)
-    return out.getvalue()
 
 
-PDF = _pdf("Terms of sale: the buyer agrees to every clause.")
+PDF = one_page_pdf("Terms of sale: the buyer agrees to every clause.")
 
 
 def _b64(data: bytes) -> str:

@@ -8,40 +8,18 @@ import hashlib
 from io import BytesIO
 
 import pytest
+from documents import one_page_pdf
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.generic import pdf_name
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.reader import PdfFileReader
-from pyhanko.pdf_utils.writer import PdfFileWriter
 from pyhanko.sign.validation import async_validate_pdf_signature
 from pyhanko.sign.validation.dss import DocumentSecurityStore
 
 from idp.signing import PendingPades, Reason, SigningRejected
 from idp.signing.signer import asn1_certificate
 
-
-def _pdf(text: str) -> bytes:
-    """A one-page PDF, as an RP would send it."""
-    writer = PdfFileWriter()
-    content = writer.add_object(generic.StreamObject(stream_data=f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()))
-    font = generic.DictionaryObject({
-        pdf_name("/Type"): pdf_name("/Font"), pdf_name("/Subtype"): pdf_name("/Type1"),
-        pdf_name("/BaseFont"): pdf_name("/Helvetica"),
-    })
-    writer.insert_page(generic.DictionaryObject({
-        pdf_name("/Type"): pdf_name("/Page"),
-        pdf_name("/MediaBox"): generic.ArrayObject([generic.NumberObject(n) for n in (0, 0, 595, 842)]),
-        pdf_name("/Contents"): content,
-        pdf_name("/Resources"): generic.DictionaryObject({
-            pdf_name("/Font"): generic.DictionaryObject({pdf_name("/F1"): font}),
-        }),
-    }))
-    out = BytesIO()
-    writer.write(out)
-    return out.getvalue()
-
-
-PDF = _pdf("Sales contract: the buyer agrees to every clause.")
+PDF = one_page_pdf("Sales contract: the buyer agrees to every clause.")
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from idp.store import key_files
 from idp.store.key_files import KeyEncryptionKeyError, KeyFileError
@@ -17,7 +19,10 @@ from idp.store.key_files import KeyEncryptionKeyError, KeyFileError
 if TYPE_CHECKING:
     from pathlib import Path
 
-PEM = b"-----BEGIN PRIVATE KEY-----\nnot really a key\n-----END PRIVATE KEY-----\n"
+PEM = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption(),
+)
+"""A key made for this test run: no key is kept in the repository."""
 
 
 @pytest.fixture
